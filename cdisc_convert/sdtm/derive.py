@@ -1,0 +1,304 @@
+"""SDTM derivations: small, vectorised, pure functions of Series and DataFrames.
+
+One rule per function, each with an example. The spec engine calls them; tests call them
+directly with tiny frames that show the rule.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+MONTHS = {m: i + 1 for i, m in enumerate(
+    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])}
+_EDC_DATE = r"^(?P<d>UN|UNK|\d{1,2})[ \-/](?P<m>UNK|UN|[A-Za-z]{3})[ \-/](?P<y>\d{4})$"
+_ISO_DATE = r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2}))?)?$"
+_TIME = r"^(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?$"
+
+
+def iso8601_date(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """EDC date text (``08 JAN 2024``, ``UN JAN 2024``, ``UN UNK 2024`` or ISO) to ISO 8601.
+
+    Unknown parts truncate the date (partial precision), as SDTMIG requires. Returns the ISO
+    text and a mask of values that are not empty yet could not be parsed.
+
+    >>> iso, bad = iso8601_date(pd.Series(["08 JAN 2024", "UN FEB 2024", "UN UNK 2023", "", "31 FEB 2024"]))
+    >>> iso.tolist(), bad.tolist()
+    (['2024-01-08', '2024-02', '2023', '', ''], [False, False, False, False, True])
+    """
+    text = text.fillna("").astype(str).str.strip()
+    edc = text.str.upper().str.extract(_EDC_DATE)
+    iso = text.str.extract(_ISO_DATE)
+    year = edc["y"].fillna(iso["y"])
+    month_edc = edc["m"].map(lambda m: MONTHS.get(m, np.nan) if isinstance(m, str) else np.nan)
+    month = month_edc.where(edc["y"].notna(), pd.to_numeric(iso["m"], errors="coerce"))
+    day = pd.to_numeric(edc["d"], errors="coerce").where(edc["y"].notna(), pd.to_numeric(iso["d"], errors="coerce"))
+    unknown_month = edc["m"].isin(["UNK", "UN"]) | (iso["y"].notna() & iso["m"].isna())
+    month = month.where(~unknown_month)
+    day = day.where(month.notna())  # a day without its month means nothing
+    full = pd.to_datetime(pd.DataFrame({"year": pd.to_numeric(year, errors="coerce"), "month": month,
+                                        "day": day}).where(day.notna()), errors="coerce")
+    out = pd.Series("", index=text.index, dtype=object)
+    has_year = year.notna()
+    out[has_year] = year[has_year]
+    ym = has_year & month.notna()
+    valid_month = ym & month.between(1, 12)
+    out[valid_month] = year[valid_month] + "-" + month[valid_month].astype(int).map("{:02d}".format)
+    ok_full = day.notna() & full.notna()
+    out[ok_full] = full[ok_full].dt.strftime("%Y-%m-%d")
+    bad = (text != "") & (~has_year | (ym & ~valid_month) | (day.notna() & full.isna()))
+    out[bad] = ""
+    return out, bad
+
+
+def iso8601_datetime(date_text: pd.Series, time_text: pd.Series | None = None) -> tuple[pd.Series, pd.Series]:
+    """Combine EDC date and time text into ISO 8601 ``YYYY-MM-DDThh:mm``.
+
+    A time is kept only with a complete date (ISO 8601 allows no time on a partial date).
+
+    >>> iso, bad = iso8601_datetime(pd.Series(["08 JAN 2024", "UN JAN 2024", "09 JAN 2024"]),
+    ...                             pd.Series(["9:05", "10:00", "25:00"]))
+    >>> iso.tolist(), bad.tolist()
+    (['2024-01-08T09:05', '2024-01', ''], [False, False, True])
+    """
+    iso, bad = iso8601_date(date_text)
+    if time_text is None:
+        return iso, bad
+    t = time_text.fillna("").astype(str).str.strip()
+    parts = t.str.extract(_TIME)
+    hour, minute = pd.to_numeric(parts["H"], errors="coerce"), pd.to_numeric(parts["M"], errors="coerce")
+    time_ok = hour.between(0, 23) & minute.between(0, 59)
+    bad_time = (t != "") & ~time_ok
+    hhmm = hour.fillna(0).astype(int).map("{:02d}".format) + ":" + minute.fillna(0).astype(int).map("{:02d}".format)
+    seconds = parts["S"].fillna("")
+    hhmm = hhmm.where(seconds == "", hhmm + ":" + seconds)
+    add = time_ok & (iso.str.len() == 10)
+    iso = iso.where(~add, iso + "T" + hhmm)
+    iso = iso.where(~bad_time, "")
+    return iso, bad | bad_time
+
+
+def dtc_date(dtc: pd.Series) -> pd.Series:
+    """The calendar date of complete ISO 8601 values; NaT for partial or empty ones.
+
+    >>> dtc_date(pd.Series(["2024-01-08T09:00", "2024-01", ""])).dt.strftime("%Y-%m-%d").tolist()
+    ['2024-01-08', nan, nan]
+    """
+    text = dtc.fillna("").astype(str).str.slice(0, 10)
+    return pd.to_datetime(text.where(text.str.len() == 10), format="%Y-%m-%d", errors="coerce")
+
+
+def study_day(dtc: pd.Series, reference_dtc: pd.Series) -> pd.Series:
+    """--DY: days from the reference start date, counting the reference day as day 1.
+
+    There is no day 0: the day before the reference date is day -1. Partial dates give no day.
+
+    >>> study_day(pd.Series(["2024-01-07", "2024-01-08", "2024-01-09T10:00", "2024-01"]),
+    ...           pd.Series(["2024-01-08T09:00"] * 4)).tolist()
+    [-1.0, 1.0, 2.0, nan]
+    """
+    delta = (dtc_date(dtc) - dtc_date(reference_dtc)).dt.days
+    return delta.where(delta < 0, delta + 1).astype(float)
+
+
+def age_in_years(birth_dtc: pd.Series, at_dtc: pd.Series) -> pd.Series:
+    """Completed years between birth and a reference date; a birth year alone gives the age
+    the subject reaches in that year minus one when month is unknown (conservative floor).
+
+    >>> age_in_years(pd.Series(["1960-05-20", "1960-05", "1960"]), pd.Series(["2024-05-19"] * 3)).tolist()
+    [63.0, 64.0, 63.0]
+    """
+    birth = birth_dtc.fillna("").astype(str)
+    at = dtc_date(at_dtc)
+    by = pd.to_numeric(birth.str.slice(0, 4), errors="coerce")
+    bm = pd.to_numeric(birth.str.slice(5, 7), errors="coerce")
+    bd = pd.to_numeric(birth.str.slice(8, 10), errors="coerce")
+    years = at.dt.year - by
+    # Before the birthday this year: one year less. Unknown day counts as the 1st, unknown
+    # month as December 31st, so the age is never overstated.
+    month_cmp = bm.fillna(12)
+    day_cmp = bd.fillna(pd.Series(np.where(bm.isna(), 31, 1), index=bd.index))
+    before = (at.dt.month < month_cmp) | ((at.dt.month == month_cmp) & (at.dt.day < day_cmp))
+    return (years - before.astype(int)).where(by.notna() & at.notna()).astype(float)
+
+
+def parse_result(orres: pd.Series) -> pd.DataFrame:
+    """Split original results into a qualifier (``<``, ``>``, ``<=``, ``>=``) and a number.
+
+    ``<20`` keeps its text in --STRESC and gets no --STRESN (a censored value is not a number).
+
+    >>> parse_result(pd.Series(["12.5", "<20", "> 1000", "Negative", ""])).to_dict("list")
+    {'qualifier': ['', '<', '>', '', ''], 'number': [12.5, nan, nan, nan, nan], 'limit': [nan, 20.0, 1000.0, nan, nan]}
+    """
+    text = orres.fillna("").astype(str).str.strip()
+    parts = text.str.extract(r"^(?P<q><=|>=|<|>)?\s*(?P<n>[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)$")
+    qualifier = parts["q"].fillna("")
+    value = pd.to_numeric(parts["n"], errors="coerce")
+    return pd.DataFrame({"qualifier": qualifier.where(value.notna(), ""),
+                         "number": value.where(qualifier == ""),
+                         "limit": value.where(qualifier != "")}, index=orres.index)
+
+
+def format_number(values: pd.Series) -> pd.Series:
+    """Numbers as text for --STRESC: no float noise, no trailing zeros.
+
+    >>> format_number(pd.Series([841.32, 3.0, 0.1 + 0.2, np.nan])).tolist()
+    ['841.32', '3', '0.3', '']
+    """
+    return values.map(lambda v: "" if pd.isna(v) else f"{round(float(v), 8):.10g}")
+
+
+def standard_results(orres: pd.Series, orresu: pd.Series, testcd: pd.Series, stdunit: pd.Series,
+                     factors: dict[tuple[str, str, str], float]) -> pd.DataFrame:
+    """--STRESC/--STRESN/--STRESU from original results, converting units by declared factors.
+
+    ``factors`` maps ``(testcd, from unit, to unit)`` to a multiplier. A result already in the
+    standard unit is kept; one in another unit with no declared factor is flagged in
+    ``unconverted`` (the engine reports it, never guesses).
+
+    >>> out = standard_results(pd.Series(["2.1", "<20", "Negative"]), pd.Series(["mg/dL", "IU/mL", ""]),
+    ...                        pd.Series(["BILI", "HBVDNA", "HIVAB"]), pd.Series(["umol/L", "IU/mL", ""]),
+    ...                        {("BILI", "mg/dL", "umol/L"): 17.1})
+    >>> out[["STRESC", "STRESN", "STRESU"]].values.tolist()
+    [['35.91', 35.91, 'umol/L'], ['<20', nan, 'IU/mL'], ['NEGATIVE', nan, '']]
+    """
+    parsed = parse_result(orres)
+    unit = orresu.fillna("").astype(str)
+    std = stdunit.fillna("").astype(str)
+    std = std.where(std != "", unit)
+    keys = list(zip(testcd.astype(str), unit, std))
+    factor = pd.Series([1.0 if u == s else factors.get((t, u, s), np.nan) for t, u, s in keys], index=orres.index,
+                       dtype=float)
+    numeric = parsed["number"].notna() | parsed["limit"].notna()
+    unconverted = numeric & factor.isna()
+    stresn = (parsed["number"] * factor).round(6)
+    limit = (parsed["limit"] * factor).round(6)
+    text = orres.fillna("").astype(str).str.strip()
+    stresc = format_number(stresn)
+    censored = parsed["qualifier"] != ""
+    stresc = stresc.where(~censored, parsed["qualifier"] + format_number(limit))
+    stresc = stresc.where(numeric, text.str.upper())
+    stresc = stresc.where(~unconverted, "")
+    stresu = std.where(numeric & ~unconverted, "")
+    return pd.DataFrame({"STRESC": stresc, "STRESN": stresn, "STRESU": stresu, "factor": factor,
+                         "unconverted": unconverted}, index=orres.index)
+
+
+def reference_range_indicator(stresn: pd.Series, low: pd.Series, high: pd.Series,
+                              stresc: pd.Series | None = None) -> pd.Series:
+    """--NRIND: LOW below the lower limit, HIGH above the upper, NORMAL in between.
+
+    A censored result (``<20``) is LOW when its limit is at or below the lower limit of normal.
+
+    >>> reference_range_indicator(pd.Series([5.0, 50.0, 500.0, np.nan, np.nan]), pd.Series([10.0] * 5),
+    ...                           pd.Series([100.0] * 5), pd.Series(["5", "50", "500", "<8", ""])).tolist()
+    ['LOW', 'NORMAL', 'HIGH', 'LOW', '']
+    """
+    value = stresn.copy()
+    if stresc is not None:
+        censored = parse_result(stresc)
+        below = censored["qualifier"].str.startswith("<") & (censored["limit"] <= low)
+        above = censored["qualifier"].str.startswith(">") & (censored["limit"] >= high)
+        value = value.where(~below, -np.inf).where(~above, np.inf)
+    out = pd.Series("", index=stresn.index, dtype=object)
+    known = value.notna() & (low.notna() | high.notna())
+    out[known] = "NORMAL"
+    out[known & low.notna() & (value < low)] = "LOW"
+    out[known & high.notna() & (value > high)] = "HIGH"
+    return out
+
+
+def baseline_flag(frame: pd.DataFrame, by: list[str], dtc: str, reference_dtc: str, result: str) -> pd.Series:
+    """--LOBXFL: ``Y`` on the last record with a result on or before first exposure, per ``by``.
+
+    Comparison uses date and time when both have a time, else the date (a same-day record
+    without time counts as before dosing). Subjects with no pre-dose value get no flag.
+
+    >>> f = pd.DataFrame({"USUBJID": ["1", "1", "1", "2"], "LBTESTCD": ["ALT"] * 4,
+    ...                   "LBDTC": ["2024-01-01", "2024-01-05T08:00", "2024-01-05T11:00", "2024-02-02"],
+    ...                   "RFXSTDTC": ["2024-01-05T10:00"] * 3 + ["2024-02-01"], "LBORRES": ["30", "31", "32", "33"]})
+    >>> baseline_flag(f, ["USUBJID", "LBTESTCD"], "LBDTC", "RFXSTDTC", "LBORRES").tolist()
+    ['', 'Y', '', '']
+    """
+    when = frame[dtc].fillna("").astype(str)
+    ref = frame[reference_dtc].fillna("").astype(str)
+    both_timed = (when.str.len() > 10) & (ref.str.len() > 10)
+    before_time = both_timed & (pd.to_datetime(when.where(both_timed), errors="coerce")
+                                <= pd.to_datetime(ref.where(both_timed), errors="coerce"))
+    before_date = ~both_timed & (dtc_date(when) <= dtc_date(ref))
+    eligible = (before_time | before_date) & (frame[result].fillna("").astype(str) != "")
+    flags = pd.Series("", index=frame.index, dtype=object)
+    if not eligible.any():
+        return flags
+    candidates = frame.loc[eligible, by].assign(_when=when[eligible]).sort_values([*by, "_when"], kind="stable")
+    last = candidates.groupby(by, sort=False, dropna=False).tail(1).index
+    flags[last] = "Y"
+    return flags
+
+
+def sequence_number(frame: pd.DataFrame, by: str = "USUBJID") -> pd.Series:
+    """--SEQ: 1, 2, 3 ... per subject in the frame's (already sorted) order.
+
+    >>> sequence_number(pd.DataFrame({"USUBJID": ["a", "a", "b"]})).tolist()
+    [1.0, 2.0, 1.0]
+    """
+    return (frame.groupby(by, sort=False).cumcount() + 1).astype(float)
+
+
+def epoch_of(frame: pd.DataFrame, dtc: str, elements: pd.DataFrame) -> pd.Series:
+    """EPOCH: the epoch of the subject element (SE) whose span holds the record's date.
+
+    An element runs from its start date up to its end date; on a shared day the later element
+    wins (the first infusion day belongs to TREATMENT). Partial dates get no epoch.
+
+    >>> se = pd.DataFrame({"USUBJID": ["1", "1"], "EPOCH": ["SCREENING", "TREATMENT"],
+    ...                    "SESTDTC": ["2024-01-01", "2024-01-10"], "SEENDTC": ["2024-01-10", "2024-03-01"]})
+    >>> f = pd.DataFrame({"USUBJID": ["1", "1", "1", "1"], "AESTDTC": ["2024-01-09", "2024-01-10", "2024-05", "2025-01-01"]})
+    >>> epoch_of(f, "AESTDTC", se).tolist()
+    ['SCREENING', 'TREATMENT', '', 'TREATMENT']
+    """
+    out = pd.Series("", index=frame.index, dtype=object)
+    when = dtc_date(frame[dtc])
+    if elements.empty:
+        return out
+    se = elements.assign(_start=dtc_date(elements["SESTDTC"]), _end=dtc_date(elements["SEENDTC"]))
+    last_order = se.groupby("USUBJID")["_start"].transform("max") == se["_start"]
+    merged = frame[["USUBJID"]].assign(_when=when, _row=np.arange(len(frame))).merge(
+        se.assign(_last=last_order)[["USUBJID", "EPOCH", "_start", "_end", "_last"]], on="USUBJID", how="inner")
+    inside = (merged["_when"] >= merged["_start"]) & (
+        (merged["_when"] <= merged["_end"]) | merged["_end"].isna() | merged["_last"])
+    hits = merged[inside].sort_values(["_row", "_start"], kind="stable").groupby("_row").tail(1)
+    out.iloc[hits["_row"].to_numpy()] = hits["EPOCH"].to_numpy()
+    return out
+
+
+def visit_of(folder: pd.Series, day: pd.Series, visits: pd.DataFrame) -> pd.DataFrame:
+    """VISITNUM/VISIT from the EDC folder; unscheduled folders are placed after the last
+    scheduled visit planned on or before their study day (VISITNUM + 0.01, VISIT ``UNSCHEDULED x.01``).
+
+    >>> v = pd.DataFrame({"folder": ["D1", "D7"], "visitnum": [3.0, 6.0], "visit": ["DAY 1", "DAY 7"], "day": [1, 7]})
+    >>> visit_of(pd.Series(["D7", "UNS1", "LOG"]), pd.Series([7.0, 12.0, 3.0]), v).values.tolist()
+    [[6.0, 'DAY 7'], [6.01, 'UNSCHEDULED 6.01'], [nan, '']]
+    """
+    table = visits.set_index("folder")
+    visitnum = folder.map(table["visitnum"]).astype(float)
+    visit = folder.map(table["visit"]).fillna("").astype(object)
+    unscheduled = folder.fillna("").astype(str).str.upper().str.startswith("UNS") & day.notna()
+    if unscheduled.any():
+        planned = visits.sort_values("day")
+        pos = np.searchsorted(planned["day"].to_numpy(), day[unscheduled].to_numpy(), side="right") - 1
+        base = planned["visitnum"].to_numpy()[np.clip(pos, 0, None)]
+        number = np.round(base + 0.01, 2)
+        visitnum[unscheduled] = number
+        visit[unscheduled] = [f"UNSCHEDULED {n:.2f}" for n in number]
+    return pd.DataFrame({"VISITNUM": visitnum, "VISIT": visit}, index=folder.index)
+
+
+def end_relative_to_reference(endtc: pd.Series, ongoing: pd.Series, reference_end: pd.Series) -> pd.Series:
+    """--ENRF: ONGOING when the event had not ended by the end of the reference period.
+
+    >>> end_relative_to_reference(pd.Series(["", "2024-01-02"]), pd.Series(["Y", "N"]), pd.Series(["2024-05-01"] * 2)).tolist()
+    ['ONGOING', '']
+    """
+    open_ended = (endtc.fillna("") == "") & (ongoing.fillna("").astype(str).str.upper().isin(["Y", "YES"]))
+    return pd.Series(np.where(open_ended & (reference_end.fillna("") != ""), "ONGOING", ""), index=endtc.index,
+                     dtype=object)

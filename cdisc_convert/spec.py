@@ -1,0 +1,317 @@
+"""The mapping-spec language: YAML files validated by pydantic models.
+
+A spec is data, never code. Every model forbids unknown keys, so a typo'd key is an error, and
+every error names the spec file, line and key. The YAML loader (ruamel.yaml) keeps the line of
+every node; :func:`load_yaml` returns plain data plus a ``{path: line}`` map.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.yaml"
+    >>> _ = p.write_text("domain: AE\\nsources:\\n  - form: AE\\nvariables:\\n  AETERM: {feild: AETERM}\\n")
+    >>> try:
+    ...     load_domain_spec(p)
+    ... except ConversionError as e:
+    ...     print(e.spec, "|", e.message.splitlines()[0])
+    x.yaml:5 | spec error at variables.AETERM.feild: Extra inputs are not permitted
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+from .errors import ConversionError
+
+Scalar = Union[str, int, float, bool]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Condition(Strict):
+    """A row condition: on a source field or an output variable; or all/any/not of others."""
+
+    field: Optional[str] = None
+    var: Optional[str] = None
+    equals: Optional[Scalar] = None
+    not_equals: Optional[Scalar] = None
+    in_: Optional[list[Scalar]] = Field(None, alias="in")
+    empty: Optional[bool] = None
+    all: Optional[list["Condition"]] = None
+    any: Optional[list["Condition"]] = None
+    not_: Optional["Condition"] = Field(None, alias="not")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        combos = [self.all is not None, self.any is not None, self.not_ is not None]
+        target = self.field is not None or self.var is not None
+        if sum(combos) + target != 1:
+            raise ValueError("a condition has exactly one of field, var, all, any, not")
+        if target and [self.equals is not None, self.not_equals is not None, self.in_ is not None,
+                       self.empty is not None].count(True) != 1:
+            raise ValueError("a field/var condition needs exactly one of equals, not_equals, in, empty")
+        return self
+
+
+DERIVATIONS = {
+    # record level: evaluated as rows are mapped
+    "age": "record",
+    # subject level: need DM, SE or other domains, evaluated after every domain is mapped
+    "first_date": "subject", "last_date": "subject", "visit": "subject", "visitnum": "subject",
+    "study_day": "subject", "epoch": "subject", "baseline_flag": "subject", "seq": "subject",
+    "end_relative_to_reference": "subject",
+}
+
+
+class Rule(Strict):
+    """How one variable gets its value. Exactly one of the value kinds is given:
+
+    ``field`` (from a source field), ``value`` (hard-coded), ``constant`` (study constant),
+    ``var`` (another output variable), ``test`` (an attribute of the findings test table),
+    ``concat`` (parts joined), ``date`` (+ optional ``time``: EDC date text to ISO 8601),
+    ``when`` (conditional, with ``else``) or ``derive`` (a library derivation).
+    ``map`` and ``codelist`` recode the value; ``type: num`` makes it numeric.
+    """
+
+    field: Optional[str] = None
+    value: Optional[Scalar] = None
+    constant: Optional[str] = None
+    var: Optional[str] = None
+    test: Optional[str] = None
+    concat: Optional[list[Union[str, "Rule"]]] = None
+    date: Optional[str] = None
+    time: Optional[str] = None
+    when: Optional[list["WhenCase"]] = None
+    else_: Optional["Rule"] = Field(None, alias="else")
+    derive: Optional[str] = None
+    # derivation parameters
+    of: Optional[str] = None
+    domain: Optional[str] = None
+    birth: Optional[str] = None
+    at: Optional[str] = None
+    by: Optional[str] = None
+    start: Optional[str] = None
+    end: Optional[str] = None
+    # recoding
+    map: Optional[dict[str, Scalar]] = None
+    codelist: Optional[str] = None
+    upper: bool = False
+    type: Optional[Literal["num", "char"]] = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("field", "value", "constant", "var", "test", "concat", "date", "when", "derive")
+                 if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"a rule has exactly one of field, value, constant, var, test, concat, date, when, "
+                             f"derive (got {', '.join(kinds) or 'none'})")
+        if self.derive is not None and self.derive not in DERIVATIONS:
+            raise ValueError(f"unknown derivation '{self.derive}' (known: {', '.join(sorted(DERIVATIONS))})")
+        if self.time is not None and self.date is None:
+            raise ValueError("'time' needs 'date'")
+        return self
+
+    @property
+    def phase(self) -> str:
+        if self.derive:
+            return DERIVATIONS[self.derive]
+        nested = [c.then for c in self.when or []] + ([self.else_] if self.else_ else [])
+        nested += [p for p in self.concat or [] if isinstance(p, Rule)]
+        return "subject" if any(r.phase == "subject" for r in nested) else "record"
+
+
+class WhenCase(Strict):
+    if_: Condition = Field(alias="if")
+    then: Rule
+
+
+class Join(Strict):
+    """Bring fields of another form onto each row (left join on key fields)."""
+
+    form: str
+    on: list[str]
+    fields: list[str]
+
+
+class TestDef(Strict):
+    """One row of a findings test table: a wide CRF field becomes one long record."""
+
+    testcd: str
+    test: str
+    result: str
+    unit: Optional[str] = None
+    cat: Optional[str] = None
+    scat: Optional[str] = None
+    spec: Optional[str] = None
+    method: Optional[str] = None
+    obj: Optional[str] = None
+    stdunit: Optional[str] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+
+
+class Source(Strict):
+    """A source form, with joins, a row filter, an optional test table and rule overrides."""
+
+    form: str
+    join: list[Join] = []
+    filter: Optional[Condition] = None
+    filter_reason: Optional[str] = None
+    tests: Optional[list[TestDef]] = None
+    variables: dict[str, Rule] = {}
+
+
+class Conversion(Strict):
+    testcd: str
+    from_: str = Field(alias="from")
+    to: str
+    factor: float
+
+
+class SuppDef(Strict):
+    qnam: str
+    qlabel: str
+    rule: Rule
+    qorig: str = "CRF"
+    qeval: str = ""
+
+
+class DomainSpec(Strict):
+    """A whole domain: where records come from and how each variable is made."""
+
+    domain: str
+    label: Optional[str] = None
+    sources: list[Source]
+    variables: dict[str, Rule]
+    conversions: list[Conversion] = []
+    supp: list[SuppDef] = []
+    keep_empty_results: bool = True
+    file: str = ""
+    lines: dict[str, int] = {}
+
+    def line_of(self, *path: Any) -> str:
+        """``file:line`` of the closest spec node on ``path``."""
+        key = ".".join(str(p) for p in path)
+        while key and key not in self.lines:
+            key = key.rsplit(".", 1)[0] if "." in key else ""
+        return f"{self.file}:{self.lines.get(key, 1)}"
+
+
+class VisitDef(Strict):
+    visitnum: float
+    visit: str
+    folder: str
+    day: int
+    window: tuple[int, int]
+
+
+class ElementDef(Strict):
+    etcd: str
+    element: str
+    epoch: str
+    start: str
+    start_offset_days: int = 0
+    testrl: str
+    teenrl: str = ""
+    tedur: str = ""
+
+
+class ArmDef(Strict):
+    armcd: str
+    arm: str
+    dose: Optional[float] = None
+
+
+class EdcConfig(Strict):
+    path: str = "edc"
+    format: Literal["csv", "odm", "sas"] = "csv"
+    encoding: str = "utf-8"
+    odm_file: Optional[str] = None
+    subject_field: str = "SUBJECT"
+    site_field: str = "SITEID"
+    folder_field: str = "FOLDER"
+    repeat_field: str = "FORMREPEAT"
+    screen_failure: Optional[Condition] = None
+    screen_failure_form: Optional[str] = None
+
+
+class StudyConfig(Strict):
+    study: dict[str, Scalar]
+    edc: EdcConfig
+    constants: dict[str, Scalar] = {}
+    arms: list[ArmDef]
+    visits: list[VisitDef]
+    elements: list[ElementDef]
+    trial_summary: list[dict[str, Scalar]] = []
+    file: str = ""
+    lines: dict[str, int] = {}
+
+    @property
+    def studyid(self) -> str:
+        return str(self.constants.get("STUDYID", self.study.get("studyid", "")))
+
+
+def load_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    """Load YAML as plain data plus the 1-based line of every node, keyed by dotted path."""
+    try:
+        data = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise ConversionError(f"YAML syntax error: {getattr(exc, 'problem', exc)}", spec=f"{path.name}:{line}") from exc
+    lines: dict[str, int] = {}
+    return _plain(data, "", lines), lines
+
+
+def _plain(node: Any, path: str, lines: dict[str, int]) -> Any:
+    if isinstance(node, CommentedMap):
+        out = {}
+        for key, value in node.items():
+            sub = f"{path}.{key}" if path else str(key)
+            lines[sub] = node.lc.key(key)[0] + 1
+            out[str(key)] = _plain(value, sub, lines)
+        return out
+    if isinstance(node, CommentedSeq):
+        out_list = []
+        for i, value in enumerate(node):
+            sub = f"{path}.{i}" if path else str(i)
+            lines[sub] = node.lc.item(i)[0] + 1
+            out_list.append(_plain(value, sub, lines))
+        return out_list
+    if node is None or isinstance(node, (bool, int, float)):
+        return node
+    return str(node)
+
+
+def _validate(model: type[BaseModel], path: Path):
+    data, lines = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConversionError("a spec file must hold a mapping", spec=f"{path.name}:1")
+    try:
+        return model.model_validate({**data, "file": path.name, "lines": lines})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "union[", "str", "int"))]
+        loc = [p for p in loc if p not in ("Rule", "Condition")]
+        key = ".".join(loc)
+        probe = key
+        while probe and probe not in lines:
+            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise ConversionError(f"spec error at {key or '(top)'}: {err['msg']}{more}",
+                              spec=f"{path.name}:{lines.get(probe, 1)}", field=loc[-1] if loc else None) from None
+
+
+def load_domain_spec(path: Path) -> DomainSpec:
+    """Load and validate one domain spec file."""
+    return _validate(DomainSpec, path)
+
+
+def load_study_config(path: Path) -> StudyConfig:
+    """Load and validate the study config (``study.yaml``)."""
+    return _validate(StudyConfig, path)
