@@ -46,6 +46,12 @@ class Condition(Strict):
     any: Optional[list["Condition"]] = None
     not_: Optional["Condition"] = Field(None, alias="not")
 
+    def variables(self) -> set[str]:
+        found = {self.var} if self.var else set()
+        for c in [*(self.all or []), *(self.any or []), *([self.not_] if self.not_ else [])]:
+            found |= c.variables()
+        return found
+
     @model_validator(mode="after")
     def _one_kind(self):
         combos = [self.all is not None, self.any is not None, self.not_ is not None]
@@ -94,7 +100,7 @@ class Rule(Strict):
     domain: Optional[str] = None
     birth: Optional[str] = None
     at: Optional[str] = None
-    by: Optional[str] = None
+    by: Optional[Union[str, list[str]]] = None
     start: Optional[str] = None
     end: Optional[str] = None
     # recoding
@@ -117,12 +123,27 @@ class Rule(Strict):
         return self
 
     @property
-    def phase(self) -> str:
+    def own_phase(self) -> str:
+        """``subject`` when this rule or a nested one is a subject-level derivation."""
         if self.derive:
             return DERIVATIONS[self.derive]
+        return "subject" if any(r.own_phase == "subject" for r in self._nested()) else "record"
+
+    def _nested(self) -> list["Rule"]:
         nested = [c.then for c in self.when or []] + ([self.else_] if self.else_ else [])
-        nested += [p for p in self.concat or [] if isinstance(p, Rule)]
-        return "subject" if any(r.phase == "subject" for r in nested) else "record"
+        return nested + [p for p in self.concat or [] if isinstance(p, Rule)]
+
+    def references(self) -> set[str]:
+        """Output variables this rule reads (so it is evaluated after them)."""
+        refs = {v for v in (self.var, self.birth, self.at) if v}
+        refs |= set([self.by] if isinstance(self.by, str) else self.by or [])
+        if self.of and self.derive not in ("first_date", "last_date"):
+            refs.add(self.of)
+        for case in self.when or []:
+            refs |= case.if_.variables()
+        for rule in self._nested():
+            refs |= rule.references()
+        return refs
 
 
 class WhenCase(Strict):
@@ -193,6 +214,18 @@ class DomainSpec(Strict):
     keep_empty_results: bool = True
     file: str = ""
     lines: dict[str, int] = {}
+
+    def phases(self, source: Optional["Source"] = None) -> dict[str, str]:
+        """Phase of each variable: ``subject`` if its rule, or a variable it reads, is subject-level."""
+        rules = {**self.variables, **(source.variables if source else {})}
+        phase = {name: rule.own_phase for name, rule in rules.items()}
+        changed = True
+        while changed:
+            changed = False
+            for name, rule in rules.items():
+                if phase[name] == "record" and any(phase.get(r) == "subject" for r in rule.references()):
+                    phase[name], changed = "subject", True
+        return phase
 
     def line_of(self, *path: Any) -> str:
         """``file:line`` of the closest spec node on ``path``."""

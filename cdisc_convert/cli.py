@@ -1,0 +1,92 @@
+"""The ``cdisc-convert`` command line.
+
+    cdisc-convert run STUDY_DIR --out OUT_DIR [--edc PATH] [--encoding latin-1]
+    cdisc-convert example --subjects N --out DIR [--seed S] [--no-odm]
+    cdisc-convert explain LB USUBJID=... LBSEQ=... --out OUT_DIR
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .errors import ConversionError
+
+console = Console(stderr=True, highlight=False)
+
+
+def _cmd_run(args) -> int:
+    from .pipeline import run_study
+
+    with console.status("starting") as status:
+        result = run_study(Path(args.study_dir), Path(args.out), edc=Path(args.edc) if args.edc else None,
+                           encoding=args.encoding, progress=lambda msg: status.update(msg))
+    table = Table(title=f"SDTM written to {result.out_dir / 'sdtm'}")
+    table.add_column("dataset")
+    table.add_column("records", justify="right")
+    table.add_column("variables", justify="right")
+    for name, ds in result.datasets.items():
+        table.add_row(name, str(len(ds.data)), str(len(ds.data.columns)))
+    console.print(table)
+    reasons: dict[str, int] = {}
+    for e in result.excluded:
+        reasons[e.reason] = reasons.get(e.reason, 0) + 1
+    console.print(f"source rows: {result.source_rows}; excluded: "
+                  + (", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none")
+                  + f" (see {result.out_dir / 'reconciliation.csv'})")
+    if result.deviations:
+        console.print(f"[yellow]{len(result.deviations)} deviation(s) reported in {result.out_dir / 'report.json'}[/]")
+    console.print("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+    return 0
+
+
+def _cmd_example(args) -> int:
+    from .example_study import write_example_study
+
+    out = write_example_study(Path(args.out), n_subjects=args.subjects, seed=args.seed, odm=not args.no_odm)
+    console.print(f"example study with {args.subjects} subjects written to {out} "
+                  f"(run it with: cdisc-convert run {out} --out {out}/out)")
+    return 0
+
+
+def _cmd_explain(args) -> int:
+    from .lineage import explain_record
+
+    print(explain_record(Path(args.out), args.dataset, dict(kv.split("=", 1) for kv in args.keys)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cdisc-convert", description="EDC exports to CDISC SDTM (XPT v5, Dataset-JSON)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="convert a study folder (study.yaml + specs) to SDTM")
+    run.add_argument("study_dir")
+    run.add_argument("--out", required=True, help="output folder (replaced only when the whole run succeeds)")
+    run.add_argument("--edc", help="EDC export to read instead of the one study.yaml names (CSV folder or ODM .xml)")
+    run.add_argument("--encoding", help="CSV encoding, e.g. latin-1 (default: the config's, utf-8 with or without BOM)")
+    run.set_defaults(func=_cmd_run)
+    ex = sub.add_parser("example", help="write the example study (specs + generated EDC export)")
+    ex.add_argument("--subjects", type=int, default=18)
+    ex.add_argument("--seed", type=int, default=20230717)
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--no-odm", action="store_true", help="skip the ODM XML copy of the export")
+    ex.set_defaults(func=_cmd_example)
+    exp = sub.add_parser("explain", help="where each value of one output record came from")
+    exp.add_argument("dataset")
+    exp.add_argument("keys", nargs="+", help="KEY=VALUE pairs, e.g. USUBJID=NCT05948982-01-001 LBSEQ=3")
+    exp.add_argument("--out", default="out", help="output folder of the run (default: out)")
+    exp.set_defaults(func=_cmd_explain)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConversionError as exc:
+        console.print("[red]error:[/] " + escape(str(exc)))
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""One run: read the EDC export, apply the specs, write SDTM with lineage and reconciliation.
+
+``run_study(study_dir, out_dir)`` is what ``cdisc-convert run`` calls. Everything is written
+into a temporary folder and moved to ``out_dir`` only when every dataset was written.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from . import __version__
+from .errors import ConversionError
+from .metadata import Sdtmig, load_ct, load_sdtmig
+from .readers import read_csv_forms, read_odm_forms, read_sas_forms
+from .sdtm import trial_design
+from .sdtm.engine import (Conversion, Excluded, MappedDomain, derive_subject_level, finalize_domain,
+                          map_domain_records, screen_rows)
+from .spec import DomainSpec, StudyConfig, load_domain_spec, load_study_config
+from .writers import Dataset, atomic_output, write_dataset_json, write_xpt
+
+STUDY_FILE = "study.yaml"
+DEFAULT_CREATED = "2026-01-01T00:00:00"
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    datasets: dict[str, Dataset]
+    excluded: list[Excluded]
+    deviations: list[dict]
+    timings: dict[str, float] = field(default_factory=dict)
+    source_rows: int = 0
+
+
+def load_specs(study_dir: Path) -> list[DomainSpec]:
+    """Every ``*.yaml`` in the study folder except ``study.yaml``, in file-name order."""
+    specs = [load_domain_spec(p) for p in sorted(study_dir.glob("*.yaml")) if p.name != STUDY_FILE]
+    seen: dict[str, str] = {}
+    for s in specs:
+        if s.domain in seen:
+            raise ConversionError(f"domain {s.domain} is specified twice (also in {seen[s.domain]})", spec=f"{s.file}:1")
+        seen[s.domain] = s.file
+    return specs
+
+
+def read_edc(study: StudyConfig, study_dir: Path, edc: Path | None = None, encoding: str | None = None
+             ) -> tuple[dict[str, pd.DataFrame], list[Path]]:
+    """Read the EDC export named by the config (or ``edc``): a CSV folder, an ODM file or SAS files."""
+    path = Path(edc) if edc else (study_dir / study.edc.path)
+    keys = (study.edc.site_field, study.edc.subject_field, study.edc.folder_field, study.edc.repeat_field)
+    if path.is_file() and path.suffix.lower() == ".xml":
+        return read_odm_forms(path, keys), [path]
+    if not path.is_dir():
+        raise ConversionError("EDC export not found", source=str(path))
+    fmt = study.edc.format
+    if fmt == "odm" and study.edc.odm_file:
+        odm = path / study.edc.odm_file
+        return read_odm_forms(odm, keys), [odm]
+    if fmt == "sas":
+        files = sorted([*path.glob("*.sas7bdat"), *path.glob("*.xpt")])
+        return read_sas_forms(path), files
+    return read_csv_forms(path, encoding or study.edc.encoding), sorted(path.glob("*.csv"))
+
+
+def convert_sdtm(study: StudyConfig, specs: list[DomainSpec], raw_forms: dict[str, pd.DataFrame],
+                 progress: Callable[[str], None] = lambda s: None) -> tuple[Conversion, dict[str, Dataset], pd.DataFrame]:
+    """Map all specs and derive all SDTM datasets; returns the conversion, datasets and SE."""
+    md, ct = load_sdtmig(), load_ct()
+    run = Conversion()
+    forms, run.excluded = screen_rows(raw_forms, study)
+    for spec in specs:
+        progress(f"map {spec.domain}")
+        data = map_domain_records(spec, forms, study, ct, md, run)
+        run.domains[spec.domain] = MappedDomain(spec, data)
+    if "DM" not in run.domains:
+        raise ConversionError("the study has no DM spec; DM is required for reference dates")
+    progress("derive DM reference dates")
+    derive_subject_level(run.domains["DM"], run, study, ct, pd.DataFrame())
+    se = trial_design.subject_elements(run.domains["DM"].data, study)
+    for name, mapped in run.domains.items():
+        if name != "DM":
+            progress(f"derive {name}")
+            derive_subject_level(mapped, run, study, ct, se)
+    for mapped in run.domains.values():
+        finalize_domain(mapped, md)
+    progress("build datasets")
+    datasets = _build_datasets(run, study, md, se)
+    return run, datasets, se
+
+
+def _typed(frame: pd.DataFrame, name: str, md: Sdtmig, spec: DomainSpec | None) -> pd.DataFrame:
+    """Keep the domain's variables in SDTMIG order with their types; a variable the SDTMIG
+    does not have for the domain is an error (it belongs in SUPP--)."""
+    meta = md.domain(name)
+    unknown = [c for c in frame.columns if not c.startswith(("__", "@")) and meta.variable(c) is None]
+    if unknown:
+        where = spec.line_of("variables", unknown[0]) if spec else None
+        raise ConversionError(f"variable {unknown[0]} is not a {name} variable in SDTMIG {md.version}; "
+                              f"map it as a supplemental qualifier (supp:)", spec=where, dataset=name, field=unknown[0])
+    cols = [v.name for v in meta.variables if v.name in frame.columns]
+    out = frame[cols].copy()
+    for v in meta.variables:
+        if v.name not in out.columns:
+            continue
+        if v.type == "Num":
+            out[v.name] = pd.to_numeric(out[v.name].replace("", None), errors="coerce").astype(float)
+        else:
+            out[v.name] = out[v.name].map(lambda x: "" if x is None or (isinstance(x, float) and pd.isna(x))
+                                          else (f"{x:g}" if isinstance(x, float) else str(x))).astype(object)
+    return out.reset_index(drop=True)
+
+
+def _dataset(name: str, frame: pd.DataFrame, md: Sdtmig, spec: DomainSpec | None = None) -> Dataset:
+    meta = md.domain(name)
+    data = _typed(frame, name, md, spec)
+    label = (spec.label if spec and spec.label else meta.label)
+    seq = f"{name}SEQ" if f"{name}SEQ" in data.columns else None
+    ids = ["USUBJID", seq] if seq else list(meta.keys)
+    return Dataset(name, label, data, {v.name: v.label for v in meta.variables}, list(meta.keys), ids)
+
+
+def _sorted(frame: pd.DataFrame, keys) -> pd.DataFrame:
+    keys = [k for k in keys if k in frame.columns]
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True) if keys else frame
+
+
+def _build_datasets(run: Conversion, study: StudyConfig, md: Sdtmig, se: pd.DataFrame) -> dict[str, Dataset]:
+    datasets: dict[str, Dataset] = {}
+    for name, mapped in run.domains.items():
+        datasets[name] = _dataset(name, mapped.data, md, mapped.spec)
+        if mapped.supp is not None:
+            datasets[f"SUPP{name}"] = _dataset(f"SUPP{name}", mapped.supp, md)
+    se = se.copy()
+    if len(se):
+        se = _sorted(se, md.domain("SE").keys)
+        se["SESEQ"] = se.groupby("USUBJID").cumcount().astype(float) + 1
+        from .sdtm.derive import study_day
+        rf = se["USUBJID"].map(run.domains["DM"].data.set_index("USUBJID")["RFSTDTC"])
+        se["SESTDY"], se["SEENDY"] = study_day(se["SESTDTC"], rf), study_day(se["SEENDTC"], rf)
+        datasets["SE"] = _dataset("SE", se, md)
+    visit_days = {float(v.visitnum): v.day for v in study.visits}
+    sv = trial_design.subject_visits({n: d.data for n, d in datasets.items() if not n.startswith("SUPP")}, visit_days)
+    if len(sv):
+        from .sdtm.derive import epoch_of, study_day
+        rf = sv["USUBJID"].map(run.domains["DM"].data.set_index("USUBJID")["RFSTDTC"])
+        sv["VISITDY"] = sv["VISITNUM"].map(visit_days).astype(float)
+        sv["SVSTDY"], sv["SVENDY"] = study_day(sv["SVSTDTC"], rf), study_day(sv["SVENDTC"], rf)
+        sv["EPOCH"] = epoch_of(sv, "SVSTDTC", se)
+        datasets["SV"] = _dataset("SV", sv, md)
+    for name, builder in (("TS", trial_design.trial_summary), ("TA", trial_design.trial_arms),
+                          ("TE", trial_design.trial_elements), ("TV", trial_design.trial_visits)):
+        datasets[name] = _dataset(name, _sorted(builder(study), md.domain(name).keys), md)
+    return dict(sorted(datasets.items()))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def reconciliation(raw_forms: dict[str, pd.DataFrame], run: Conversion,
+                   record_sources: dict[str, set[str]]) -> pd.DataFrame:
+    """Every source row: mapped (into which datasets) or excluded (with the reason)."""
+    reasons = {e.source: e.reason for e in run.excluded}
+    rows = []
+    for form in sorted(raw_forms):
+        for src in raw_forms[form]["__src"]:
+            if src in reasons:
+                rows.append((form, src, "excluded", reasons[src]))
+            elif src in record_sources:
+                rows.append((form, src, "mapped", " ".join(sorted(record_sources[src]))))
+            else:
+                rows.append((form, src, "excluded", "form not mapped by any spec"))
+    return pd.DataFrame(rows, columns=["form", "source", "status", "detail"])
+
+
+def _lineage(datasets: dict[str, Dataset], run: Conversion) -> tuple[dict[str, pd.DataFrame], dict[str, set[str]]]:
+    lineage, used = {}, {}
+    for name, mapped in run.domains.items():
+        for ds_name, frame in ((name, mapped.data), (f"SUPP{name}", mapped.supp)):
+            if frame is None:
+                continue
+            ids = [c for c in datasets[ds_name].record_ids or [] if c in frame.columns]
+            lin = frame[ids].copy()
+            for c in ids:
+                if lin[c].dtype.kind == "f":
+                    lin[c] = lin[c].map(lambda v: "" if pd.isna(v) else f"{v:g}")
+            if "QNAM" in frame.columns:
+                lin["QNAM"] = frame["QNAM"]
+            lin["source"] = frame["__src"].values
+            lin["field"] = frame["__field"].values
+            lineage[ds_name] = lin
+            for src in frame["__src"]:
+                for s in str(src).split(" + "):
+                    used.setdefault(s, set()).add(ds_name)
+    return lineage, used
+
+
+def _rule_lineage(specs: list[DomainSpec]) -> dict:
+    """Per dataset and variable: the spec rule(s) that made it, with file:line."""
+    out = {}
+    for spec in specs:
+        rules = {}
+        for name, rule in spec.variables.items():
+            rules.setdefault(name, []).append({"spec": spec.line_of("variables", name),
+                                               "rule": rule.model_dump(exclude_none=True, by_alias=True,
+                                                                       exclude_defaults=True)})
+        for i, source in enumerate(spec.sources):
+            for name, rule in source.variables.items():
+                rules.setdefault(name, []).append({"spec": spec.line_of("sources", i, "variables", name),
+                                                   "form": source.form,
+                                                   "rule": rule.model_dump(exclude_none=True, by_alias=True,
+                                                                           exclude_defaults=True)})
+            for t, test in enumerate(source.tests or []):
+                rules.setdefault("@tests", []).append({"spec": spec.line_of("sources", i, "tests", t),
+                                                       "form": source.form, "testcd": test.testcd,
+                                                       "result": test.result, "unit": test.unit})
+        for k, supp in enumerate(spec.supp):
+            rules.setdefault(f"QNAM={supp.qnam}", []).append({"spec": spec.line_of("supp", k),
+                                                              "rule": supp.rule.model_dump(exclude_none=True,
+                                                                                           by_alias=True,
+                                                                                           exclude_defaults=True)})
+        out[spec.domain] = rules
+    return out
+
+
+def _csv_text(frame: pd.DataFrame) -> str:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    return buf.getvalue()
+
+
+def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding: str | None = None,
+              progress: Callable[[str], None] = lambda s: None) -> RunResult:
+    """Convert a study: read, map, derive, write ``out_dir/sdtm`` plus manifest, lineage and
+    reconciliation, all or nothing."""
+    import time
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    study_dir = Path(study_dir)
+    study = load_study_config(study_dir / STUDY_FILE)
+    specs = load_specs(study_dir)
+    progress("read EDC export")
+    raw_forms, input_files = read_edc(study, study_dir, edc, encoding)
+    timings["read"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    run, datasets, _se = convert_sdtm(study, specs, raw_forms, progress)
+    lineage, used = _lineage(datasets, run)
+    recon = reconciliation(raw_forms, run, used)
+    timings["map_and_derive"] = time.perf_counter() - t1
+    created = str(study.study.get("created", DEFAULT_CREATED))
+    t2 = time.perf_counter()
+    with atomic_output(Path(out_dir)) as tmp:
+        sdtm = tmp / "sdtm"
+        sdtm.mkdir()
+        for name, ds in datasets.items():
+            progress(f"write {name}")
+            write_xpt(ds, sdtm, created)
+        timings["write_xpt"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        for ds in datasets.values():
+            write_dataset_json(ds, sdtm, created, study.studyid, __version__)
+        timings["write_json"] = time.perf_counter() - t3
+        lin_dir = tmp / "lineage"
+        lin_dir.mkdir()
+        for name, frame in lineage.items():
+            (lin_dir / f"{name.lower()}.csv").write_text(_csv_text(frame), encoding="utf-8")
+        (lin_dir / "rules.json").write_text(json.dumps(_rule_lineage(specs), indent=1, sort_keys=True) + "\n")
+        (tmp / "reconciliation.csv").write_text(_csv_text(recon), encoding="utf-8")
+        report = {
+            "summary": {"source_rows": int(len(recon)), "mapped": int((recon.status == "mapped").sum()),
+                        "excluded": recon[recon.status == "excluded"].groupby("detail").size().to_dict(),
+                        "deviations": len(run.deviations)},
+            "deviations": run.deviations,
+        }
+        (tmp / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+        manifest = {
+            "tool": {"name": "cdisc_convert", "version": __version__},
+            "versions": {"python": platform.python_version(), "pandas": pd.__version__,
+                         "pyreadstat": __import__("pyreadstat").__version__, "sdtmig": load_sdtmig().version},
+            "study": study.studyid,
+            "inputs": [{"path": p.name, "sha256": _sha256(p), "bytes": p.stat().st_size} for p in input_files],
+            "specs": [{"path": p.name, "sha256": _sha256(p)} for p in sorted(study_dir.glob("*.yaml"))],
+            "datasets": {name: {"records": len(ds.data), "variables": len(ds.data.columns)}
+                         for name, ds in datasets.items()},
+            "reconciliation": report["summary"],
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    timings["total"] = time.perf_counter() - t0
+    return RunResult(Path(out_dir), datasets, run.excluded, run.deviations, timings, len(recon))

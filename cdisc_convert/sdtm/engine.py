@@ -1,0 +1,351 @@
+"""The SDTM spec engine: source forms + domain specs -> SDTM datasets with lineage.
+
+One path for the data:
+1. :func:`screen_rows` removes screen failures and empty pages (each listed with its reason);
+2. :func:`map_domain_records` turns each domain's source rows into records (joins, filters,
+   findings transposition, record-level rules, standard results);
+3. :func:`derive_subject_level` adds what needs other domains: DM reference dates, SE, then
+   VISIT/VISITNUM, --DY, EPOCH and baseline flags in every domain;
+4. :func:`finalize_domain` sorts by the domain keys, assigns --SEQ and builds SUPP--.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConversionError
+from ..metadata import Codelist, Sdtmig
+from ..spec import DomainSpec, Rule, Source, StudyConfig
+from . import derive
+from .rules import RuleContext, evaluate_condition, evaluate_rule
+
+LINEAGE_COLUMNS = ["__src", "__field", "__form"]
+TEST_ATTRIBUTES = ["testcd", "test", "cat", "scat", "spec", "method", "obj", "result", "unit", "stdunit", "low",
+                   "high"]
+
+
+@dataclass
+class Excluded:
+    form: str
+    source: str
+    reason: str
+
+
+@dataclass
+class MappedDomain:
+    """A domain's records (output variables plus lineage columns) and its spec."""
+
+    spec: DomainSpec
+    data: pd.DataFrame
+    supp: pd.DataFrame | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.domain
+
+
+@dataclass
+class Conversion:
+    """Everything one run produced: datasets, exclusions and reported deviations."""
+
+    domains: dict[str, MappedDomain] = field(default_factory=dict)
+    excluded: list[Excluded] = field(default_factory=list)
+    deviations: list[dict] = field(default_factory=list)
+    used_sources: set[str] = field(default_factory=set)
+
+
+def screen_rows(forms: dict[str, pd.DataFrame], study: StudyConfig) -> tuple[dict[str, pd.DataFrame], list[Excluded]]:
+    """Drop screen-failure subjects and empty pages from every form, saying why for each row.
+
+    A page is empty when every field but the keys (site, subject, folder, repeat) is blank.
+    """
+    edc = study.edc
+    keys = {edc.site_field, edc.subject_field, edc.folder_field, edc.repeat_field, "__src"}
+    failed: set[str] = set()
+    if edc.screen_failure is not None and edc.screen_failure_form:
+        form = forms.get(edc.screen_failure_form)
+        if form is None:
+            raise ConversionError(f"screen-failure form {edc.screen_failure_form} is not in the EDC export",
+                                  spec=f"{study.file}:{study.lines.get('edc.screen_failure_form', 1)}")
+        ctx = RuleContext(form, pd.DataFrame(index=form.index), study.constants, {}, "study", edc.screen_failure_form,
+                          lambda *p: f"{study.file}:{study.lines.get('edc.screen_failure', 1)}")
+        failed = set(form.loc[evaluate_condition(edc.screen_failure, ctx, ()), edc.subject_field])
+    kept, excluded = {}, []
+    for name, frame in forms.items():
+        if edc.subject_field not in frame.columns:
+            raise ConversionError(f"form {name} has no subject key column '{edc.subject_field}'",
+                                  source=str(frame["__src"].iloc[0]).split(":")[0] if len(frame) else name)
+        is_failure = frame[edc.subject_field].isin(failed)
+        data_cols = [c for c in frame.columns if c not in keys]
+        is_empty = ~is_failure & (frame[data_cols].fillna("").astype(str) == "").all(axis=1) if data_cols else \
+            pd.Series(False, index=frame.index)
+        excluded += [Excluded(name, s, "screen failure") for s in frame.loc[is_failure, "__src"]]
+        excluded += [Excluded(name, s, "empty page") for s in frame.loc[is_empty, "__src"]]
+        kept[name] = frame[~is_failure & ~is_empty].reset_index(drop=True)
+    return kept, excluded
+
+
+def _join(rows: pd.DataFrame, source: Source, forms: dict[str, pd.DataFrame], spec: DomainSpec, i: int) -> pd.DataFrame:
+    for j, join in enumerate(source.join):
+        where = ("sources", i, "join", j)
+        other = forms.get(join.form)
+        if other is None:
+            raise ConversionError(f"joined form {join.form} is not in the EDC export", spec=spec.line_of(*where, "form"),
+                                  dataset=spec.domain)
+        missing = [c for c in [*join.on, *join.fields] if c not in other.columns] + \
+                  [c for c in join.on if c not in rows.columns]
+        if missing:
+            raise ConversionError(f"missing source column '{missing[0]}' for join with {join.form}",
+                                  spec=spec.line_of(*where), dataset=spec.domain, field=missing[0])
+        right = other[[*join.on, *join.fields, "__src"]].rename(columns={"__src": "__joined_src"})
+        dup = right.duplicated(join.on, keep=False)
+        if dup.any():
+            raise ConversionError(f"join with {join.form} on {', '.join(join.on)} is not unique",
+                                  source=str(right.loc[dup, "__joined_src"].iloc[0]), spec=spec.line_of(*where),
+                                  dataset=spec.domain)
+        overlap = [c for c in join.fields if c in rows.columns]
+        rows = rows.drop(columns=overlap).merge(right, on=join.on, how="left", sort=False)
+        rows["__src"] = rows["__src"] + np.where(rows["__joined_src"].notna(), " + " + rows["__joined_src"].fillna(""), "")
+        rows = rows.drop(columns="__joined_src")
+        rows[join.fields] = rows[join.fields].fillna("")
+    return rows
+
+
+def transpose_findings(rows: pd.DataFrame, source: Source, spec: DomainSpec, i: int) -> pd.DataFrame:
+    """Wide findings rows -> one row per test, with test attributes as ``@testcd`` ... columns.
+
+    ``@orres``/``@orresu`` hold the result and unit; ``__field`` names the result field.
+    """
+    parts = []
+    for t, test in enumerate(source.tests or []):
+        where = ("sources", i, "tests", t)
+        if test.result not in rows.columns:
+            raise ConversionError(f"missing source column '{test.result}' in form {source.form}",
+                                  source=_file_of(rows, source.form), field=test.result,
+                                  spec=spec.line_of(*where, "result"), dataset=spec.domain)
+        part = rows.copy()
+        for attr in TEST_ATTRIBUTES:
+            value = getattr(test, attr)
+            part[f"@{attr}"] = "" if value is None else value
+        part["@orres"] = rows[test.result]
+        if test.unit is not None and test.unit in rows.columns:
+            part["@orresu"] = rows[test.unit].where(rows[test.result] != "", "")
+        else:
+            part["@orresu"] = np.where(rows[test.result] != "", test.unit or "", "")
+        part["__field"] = test.result
+        part["__test_index"] = t
+        parts.append(part)
+    long = pd.concat(parts, ignore_index=True)
+    # keep source-row order, tests in table order within a row (stable, so reruns are identical)
+    long["__row"] = np.tile(np.arange(len(rows)), len(parts))
+    return long.sort_values(["__row", "__test_index"], kind="stable").reset_index(drop=True).drop(
+        columns=["__row", "__test_index"])
+
+
+def _file_of(rows: pd.DataFrame, form: str) -> str:
+    return str(rows["__src"].iloc[0]).split("#")[0].rsplit(":", 1)[0] if len(rows) else form
+
+
+def map_domain_records(spec: DomainSpec, forms: dict[str, pd.DataFrame], study: StudyConfig,
+                       codelists: dict[str, Codelist], md: Sdtmig, run: Conversion) -> pd.DataFrame:
+    """Record-level mapping of every source of a domain, concatenated in source order."""
+    frames = []
+    for i, source in enumerate(spec.sources):
+        rows = forms.get(source.form)
+        if rows is None:
+            raise ConversionError(f"source form {source.form} is not in the EDC export",
+                                  spec=spec.line_of("sources", i, "form"), dataset=spec.domain)
+        rows = _join(rows.copy(), source, forms, spec, i)
+        rows["__field"] = ""
+        rows["__form"] = source.form
+        rows["__folder"] = rows[study.edc.folder_field] if study.edc.folder_field in rows.columns else ""
+        if source.filter is not None:
+            ctx = _context(spec, rows, pd.DataFrame(index=rows.index), study, codelists, source.form, run)
+            keep = evaluate_condition(source.filter, ctx, ("sources", i, "filter"))
+            reason = f"filter ({spec.domain}): {source.filter_reason or 'excluded by spec filter'}"
+            run.excluded += [Excluded(source.form, s, reason) for s in rows.loc[~keep, "__src"]]
+            rows = rows[keep].reset_index(drop=True)
+        if source.tests:
+            rows = transpose_findings(rows, source, spec, i)
+        out = pd.DataFrame(index=rows.index)
+        ctx = _context(spec, rows, out, study, codelists, source.form, run)
+        rules = {**spec.variables, **source.variables}
+        phases = spec.phases(source)
+        for name, rule in rules.items():
+            if phases[name] == "record":
+                where = ("sources", i, "variables", name) if name in source.variables else ("variables", name)
+                out[name] = evaluate_rule(rule, ctx, where)
+        for k, supp in enumerate(spec.supp):
+            if supp.rule.own_phase == "record" and not any(phases.get(r) == "subject" for r in supp.rule.references()):
+                out[f"__supp_{supp.qnam}"] = evaluate_rule(supp.rule, ctx, ("supp", k, "rule"))
+        if source.tests:
+            _standard_results(spec, rows, out, md, run)
+        for col in ["__src", "__field", "__form", "__folder", *[c for c in rows.columns if c.startswith("@")]]:
+            out[col] = rows[col].values
+        out["__source_index"] = i
+        frames.append(out)
+        run.used_sources.update(s for src in rows["__src"] for s in str(src).split(" + "))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _context(spec, rows, out, study, codelists, form, run) -> RuleContext:
+    return RuleContext(rows, out, study.constants, codelists, spec.domain, form, spec.line_of, run.deviations)
+
+
+def _standard_results(spec: DomainSpec, rows: pd.DataFrame, out: pd.DataFrame, md: Sdtmig, run: Conversion) -> None:
+    """Fill --ORRES/--ORRESU, --STRESC/N/U, --STNRLO/HI, --NRIND and --STAT from the test table,
+    for the variables the domain has and the spec did not assign itself."""
+    d = spec.domain
+    names = set(md.domain(d).names) if d in md.domains else set()
+
+    def wanted(var):
+        return var in names and var not in out.columns
+
+    if wanted(f"{d}ORRES"):
+        out[f"{d}ORRES"] = rows["@orres"].values
+    if wanted(f"{d}ORRESU"):
+        out[f"{d}ORRESU"] = rows["@orresu"].values
+    orres = out.get(f"{d}ORRES", rows["@orres"])
+    orresu = out.get(f"{d}ORRESU", rows["@orresu"])
+    factors = {(c.testcd, c.from_, c.to): c.factor for c in spec.conversions}
+    std = derive.standard_results(orres, orresu, rows["@testcd"], rows["@stdunit"], factors)
+    if std["unconverted"].any():
+        bad = std[std["unconverted"]]
+        for (testcd, unit), group in rows.loc[bad.index].groupby(["@testcd", "@orresu"], sort=True):
+            run.deviations.append({"type": "unit-not-converted", "dataset": d, "test": testcd, "unit": unit,
+                                   "records": len(group), "source": str(group["__src"].iloc[0]),
+                                   "spec": spec.line_of("conversions")})
+    for var, col in (("STRESC", "STRESC"), ("STRESN", "STRESN"), ("STRESU", "STRESU")):
+        if wanted(f"{d}{var}"):
+            out[f"{d}{var}"] = std[col].values
+    low = pd.to_numeric(rows["@low"].replace("", None), errors="coerce").astype(float)
+    high = pd.to_numeric(rows["@high"].replace("", None), errors="coerce").astype(float)
+    has_value = std["STRESN"].notna() | (std["STRESC"] != "")
+    if wanted(f"{d}STNRLO"):
+        out[f"{d}STNRLO"] = low.where(has_value).values
+    if wanted(f"{d}STNRHI"):
+        out[f"{d}STNRHI"] = high.where(has_value).values
+    if wanted(f"{d}NRIND"):
+        out[f"{d}NRIND"] = derive.reference_range_indicator(std["STRESN"], low, high, std["STRESC"]).values
+    if wanted(f"{d}STAT"):
+        out[f"{d}STAT"] = np.where(orres.fillna("").astype(str) == "", "NOT DONE", "")
+
+
+def derive_reference_dates(rule: Rule, frame: pd.DataFrame, run: Conversion, spec: DomainSpec, where) -> pd.Series:
+    """first_date/last_date: the earliest/latest ``of`` value per subject in another domain.
+
+    >>> # see tests/test_derivations.py::test_reference_dates_take_first_and_last_dose
+    """
+    other = run.domains.get(rule.domain)
+    if other is None or rule.of not in other.data.columns:
+        raise ConversionError(f"derive: {rule.derive} needs {rule.domain}.{rule.of}, which is not mapped",
+                              spec=spec.line_of(*where), dataset=spec.domain)
+    values = other.data[["USUBJID", rule.of]]
+    values = values[values[rule.of].fillna("") != ""]
+    grouped = values.groupby("USUBJID")[rule.of]
+    picked = grouped.min() if rule.derive == "first_date" else grouped.max()
+    return frame["USUBJID"].map(picked).fillna("").astype(object)
+
+
+def _dm_column(run: Conversion, frame: pd.DataFrame, var: str) -> pd.Series:
+    dm = run.domains["DM"].data.set_index("USUBJID")[var]
+    return frame["USUBJID"].map(dm).fillna("")
+
+
+def derive_subject_level(mapped: MappedDomain, run: Conversion, study: StudyConfig, codelists, se: pd.DataFrame) -> None:
+    """Evaluate the spec's subject-level rules (visit, study day, epoch, baseline, ref dates)."""
+    spec, frame = mapped.spec, mapped.data
+    visits = pd.DataFrame([v.model_dump() for v in study.visits])
+    cache: dict[tuple, pd.DataFrame] = {}
+
+    def subject_level(rule: Rule, ctx: RuleContext, where) -> pd.Series:
+        kind = rule.derive
+        if kind in ("first_date", "last_date"):
+            return derive_reference_dates(rule, ctx.out, run, spec, where)
+        _need(rule.of, ctx.out, spec, where)
+        if kind == "study_day":
+            return derive.study_day(ctx.out[rule.of], _dm_column(run, ctx.out, "RFSTDTC"))
+        if kind in ("visit", "visitnum"):
+            key = ("visit", rule.of)
+            if key not in cache:
+                day = derive.study_day(ctx.out[rule.of], _dm_column(run, ctx.out, "RFSTDTC"))
+                cache[key] = derive.visit_of(ctx.rows["__folder"], day, visits)
+            return cache[key]["VISITNUM" if kind == "visitnum" else "VISIT"]
+        if kind == "epoch":
+            return derive.epoch_of(ctx.out, rule.of, se)
+        if kind == "baseline_flag":
+            _need(rule.at, ctx.out, spec, where)
+            by = ["USUBJID", *([rule.by] if isinstance(rule.by, str) else rule.by or [])]
+            for b in by:
+                _need(b, ctx.out, spec, where)
+            frame_ = ctx.out.assign(__rfx=_dm_column(run, ctx.out, "RFXSTDTC"))
+            return derive.baseline_flag(frame_, by, rule.at, "__rfx", rule.of)
+        raise AssertionError(kind)
+
+    rows = frame[[c for c in frame.columns if c.startswith(("__", "@"))]]
+    ctx = RuleContext(rows, frame, study.constants, codelists, spec.domain, "", spec.line_of, run.deviations,
+                      subject_level)
+    for i, source in enumerate(spec.sources):
+        phases = spec.phases(source)
+        for name, rule in source.variables.items():
+            if phases[name] == "subject" and rule.derive != "seq":
+                part = frame["__source_index"] == i
+                values = evaluate_rule(rule, ctx, ("sources", i, "variables", name))
+                frame[name] = values.where(part, frame[name]) if name in frame.columns else values.where(part)
+    phases = spec.phases()
+    for name, rule in spec.variables.items():
+        if phases[name] == "subject" and rule.derive != "seq":
+            overridden = frame["__source_index"].isin(
+                [i for i, s in enumerate(spec.sources) if name in s.variables])
+            values = evaluate_rule(rule, ctx, ("variables", name))
+            frame[name] = values.where(~overridden, frame[name]) if name in frame.columns else values
+
+
+def _need(var, out, spec, where):
+    if not var or var not in out.columns:
+        raise ConversionError(f"derivation needs variable '{var}' assigned earlier", spec=spec.line_of(*where),
+                              dataset=spec.domain, field=var)
+
+
+def finalize_domain(mapped: MappedDomain, md: Sdtmig) -> None:
+    """Sort records by the domain keys, assign --SEQ, and split SUPP-- qualifiers out."""
+    spec, frame = mapped.spec, mapped.data
+    meta = md.domain(spec.domain)
+    seq_var = next((n for n, r in spec.variables.items() if r.derive == "seq"), None)
+    keys = [k for k in meta.keys if k in frame.columns and k != seq_var]
+    extra = [c for c in ("VISITNUM", f"{spec.domain}TESTCD", f"{spec.domain}DTC") if c in frame.columns and c not in keys]
+    frame = frame.sort_values([*keys, *extra, "__src", "__field"], kind="stable", na_position="first") \
+        .reset_index(drop=True)
+    if seq_var:
+        frame[seq_var] = derive.sequence_number(frame)
+    mapped.data = frame
+    mapped.supp = build_supp(mapped, seq_var)
+
+
+def build_supp(mapped: MappedDomain, seq_var: str | None) -> pd.DataFrame | None:
+    """SUPP-- records: one per parent record and non-empty qualifier, keyed by --SEQ."""
+    spec, frame = mapped.spec, mapped.data
+    parts = []
+    for supp in spec.supp:
+        col = f"__supp_{supp.qnam}"
+        if col not in frame.columns:
+            continue
+        values = frame[col].fillna("").map(lambda v: v if isinstance(v, str) else f"{v:g}")
+        has = values != ""
+        if not has.any():
+            continue
+        part = pd.DataFrame({
+            "STUDYID": frame.loc[has, "STUDYID"], "RDOMAIN": spec.domain, "USUBJID": frame.loc[has, "USUBJID"],
+            "IDVAR": seq_var or "", "IDVARVAL": frame.loc[has, seq_var].map(lambda v: f"{v:g}") if seq_var else "",
+            "QNAM": supp.qnam, "QLABEL": supp.qlabel, "QVAL": values[has], "QORIG": supp.qorig, "QEVAL": supp.qeval,
+            "__src": frame.loc[has, "__src"], "__field": supp.rule.field or "", "__form": frame.loc[has, "__form"],
+        })
+        parts.append(part)
+    if not parts:
+        return None
+    supp = pd.concat(parts, ignore_index=True)
+    supp["__seq_sort"] = pd.to_numeric(supp["IDVARVAL"], errors="coerce")
+    return supp.sort_values(["USUBJID", "__seq_sort", "QNAM"], kind="stable").drop(columns="__seq_sort") \
+        .reset_index(drop=True)

@@ -1,0 +1,112 @@
+"""Trial design and subject-level special-purpose domains built from the study config.
+
+TS, TA, TE and TV come straight from ``study.yaml``; SE is derived per subject from the
+element start rules and DM's reference dates; SV from the visits found in the mapped domains.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..spec import StudyConfig
+from . import derive
+
+
+def trial_summary(study: StudyConfig) -> pd.DataFrame:
+    """TS: one record per parameter, TSSEQ counting repeats of a parameter.
+
+    >>> from cdisc_convert.spec import load_study_config; from pathlib import Path
+    >>> ts = trial_summary(load_study_config(Path("mappings/nct05948982/study.yaml")))
+    >>> ts.loc[ts.TSPARMCD == "PLANSUB", "TSVAL"].item()
+    '18'
+    """
+    rows = [{"STUDYID": study.studyid, "DOMAIN": "TS", "TSPARMCD": str(p["parmcd"]), "TSPARM": str(p["parm"]),
+             "TSVAL": str(p["val"])} for p in study.trial_summary]
+    ts = pd.DataFrame(rows)
+    ts["TSSEQ"] = (ts.groupby("TSPARMCD").cumcount() + 1).astype(float)
+    return ts
+
+
+def trial_elements(study: StudyConfig) -> pd.DataFrame:
+    """TE: one record per element with its start and end rules."""
+    return pd.DataFrame([{"STUDYID": study.studyid, "DOMAIN": "TE", "ETCD": e.etcd, "ELEMENT": e.element,
+                          "TESTRL": e.testrl, "TEENRL": e.teenrl, "TEDUR": e.tedur} for e in study.elements])
+
+
+def trial_arms(study: StudyConfig) -> pd.DataFrame:
+    """TA: every arm runs through the same elements in order (dose escalation, no branches)."""
+    rows = []
+    for arm in study.arms:
+        for order, e in enumerate(study.elements, start=1):
+            rows.append({"STUDYID": study.studyid, "DOMAIN": "TA", "ARMCD": arm.armcd, "ARM": arm.arm,
+                         "TAETORD": float(order), "ETCD": e.etcd, "ELEMENT": e.element, "TABRANCH": "",
+                         "TATRANS": "", "EPOCH": e.epoch})
+    return pd.DataFrame(rows)
+
+
+def trial_visits(study: StudyConfig) -> pd.DataFrame:
+    """TV: planned visits with their windows as start/end rules (same for every arm)."""
+    return pd.DataFrame([{
+        "STUDYID": study.studyid, "DOMAIN": "TV", "VISITNUM": float(v.visitnum), "VISIT": v.visit,
+        "VISITDY": float(v.day), "ARMCD": "", "ARM": "",
+        "TVSTRL": f"Study day {v.window[0]} (planned day {v.day}; window day {v.window[0]} to {v.window[1]})",
+        "TVENRL": f"Study day {v.window[1]}",
+    } for v in study.visits])
+
+
+def subject_elements(dm: pd.DataFrame, study: StudyConfig) -> pd.DataFrame:
+    """SE: each subject's elements; an element starts where its rule says (a DM date plus an
+    offset) and ends where the next one starts, or at the end of participation (RFPENDTC).
+    Elements that would start after the end of participation are not entered.
+
+    >>> from cdisc_convert.spec import load_study_config; from pathlib import Path
+    >>> study = load_study_config(Path("mappings/nct05948982/study.yaml"))
+    >>> dm = pd.DataFrame({"STUDYID": ["S"], "USUBJID": ["S-1"], "RFICDTC": ["2024-01-02"],
+    ...     "RFXSTDTC": ["2024-01-10T10:00"], "RFXENDTC": ["2024-03-06T10:00"], "RFPENDTC": ["2024-03-20"]})
+    >>> subject_elements(dm, study)[["ETCD", "SESTDTC", "SEENDTC"]].values.tolist()
+    [['SCRN', '2024-01-02', '2024-01-10T10:00'], ['TRT', '2024-01-10T10:00', '2024-03-20']]
+    """
+    rows = []
+    for _, subject in dm.iterrows():
+        starts = []
+        for order, e in enumerate(study.elements, start=1):
+            start = str(subject.get(e.start, "") or "")
+            if start and e.start_offset_days:
+                date = derive.dtc_date(pd.Series([start])).iloc[0]
+                start = "" if pd.isna(date) else (date + pd.Timedelta(days=e.start_offset_days)).strftime("%Y-%m-%d")
+            starts.append((order, e, start))
+        end_all = str(subject.get("RFPENDTC", "") or "")
+        starts = [s for s in starts if s[2] and (not end_all or s[2][:10] < end_all[:10])]
+        for k, (order, e, start) in enumerate(starts):
+            end = starts[k + 1][2] if k + 1 < len(starts) else end_all
+            rows.append({"STUDYID": subject["STUDYID"], "DOMAIN": "SE", "USUBJID": subject["USUBJID"], "ETCD": e.etcd,
+                         "ELEMENT": e.element, "TAETORD": float(order), "EPOCH": e.epoch, "SESTDTC": start,
+                         "SEENDTC": end})
+    se = pd.DataFrame(rows, columns=["STUDYID", "DOMAIN", "USUBJID", "ETCD", "ELEMENT", "TAETORD", "EPOCH",
+                                     "SESTDTC", "SEENDTC"])
+    return se
+
+
+def subject_visits(domains: dict[str, pd.DataFrame], visits_by_num: dict[float, int]) -> pd.DataFrame:
+    """SV: one record per subject and visit found in any mapped domain, spanning the earliest to
+    the latest collection date of that visit; unscheduled visits get SVUPDES.
+
+    >>> lb = pd.DataFrame({"STUDYID": ["S"] * 3, "USUBJID": ["1"] * 3, "VISITNUM": [3.0, 3.0, 6.01],
+    ...                    "VISIT": ["DAY 1", "DAY 1", "UNSCHEDULED 6.01"], "LBDTC": ["2024-01-02T08:00", "2024-01-02", "2024-01-12"]})
+    >>> subject_visits({"LB": lb}, {3.0: 1})[["VISITNUM", "SVSTDTC", "SVENDTC", "SVUPDES"]].values.tolist()
+    [[3.0, '2024-01-02', '2024-01-02', ''], [6.01, '2024-01-12', '2024-01-12', 'Unscheduled visit']]
+    """
+    parts = []
+    for name, frame in domains.items():
+        dtc = next((c for c in (f"{name}DTC", f"{name}STDTC") if c in frame.columns), None)
+        if dtc is None or "VISITNUM" not in frame.columns:
+            continue
+        part = frame[["STUDYID", "USUBJID", "VISITNUM", "VISIT"]].assign(_date=frame[dtc].fillna("").str.slice(0, 10))
+        parts.append(part[(part["_date"].str.len() == 10) & part["VISITNUM"].notna()])
+    if not parts:
+        return pd.DataFrame()
+    allv = pd.concat(parts, ignore_index=True)
+    sv = allv.groupby(["STUDYID", "USUBJID", "VISITNUM", "VISIT"], as_index=False).agg(
+        SVSTDTC=("_date", "min"), SVENDTC=("_date", "max"))
+    sv.insert(1, "DOMAIN", "SV")
+    sv["SVUPDES"] = ["" if v in visits_by_num else "Unscheduled visit" for v in sv["VISITNUM"]]
+    return sv.sort_values(["USUBJID", "VISITNUM"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,185 @@
+"""Writers: SAS XPT v5 (through pyreadstat) and CDISC Dataset-JSON 1.1, plus the atomic
+output folder.
+
+Before a byte is written, :func:`check_xpt_rules` enforces the XPT v5 / FDA rules: names of at
+most 8 characters, labels of at most 40, character values of at most 200 bytes, ASCII only.
+A breach stops the write with an error naming dataset, variable and record.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> ds = Dataset("DM", "Demographics", pd.DataFrame({"STUDYID": ["S1"], "AGE": [41.0]}),
+    ...              {"STUDYID": "Study Identifier", "AGE": "Age"}, keys=["STUDYID"])
+    >>> path = write_xpt(ds, pathlib.Path(tempfile.mkdtemp()), "2026-01-01T00:00:00")
+    >>> pd.read_sas(path, format="xport", encoding="ascii").to_dict("records")
+    [{'STUDYID': 'S1', 'AGE': 41.0}]
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyreadstat
+
+from .errors import ConversionError
+
+MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+_SAS_STAMP = re.compile(rb"\d\d[A-Z]{3}\d\d:\d\d:\d\d:\d\d")
+
+
+@dataclass
+class Dataset:
+    """A dataset ready to write: name, label, data (typed), variable labels and sort keys."""
+
+    name: str
+    label: str
+    data: pd.DataFrame
+    labels: dict[str, str]
+    keys: list[str] = field(default_factory=list)
+    record_ids: list[str] | None = None  # how to name a record in errors (e.g. USUBJID + --SEQ)
+    formats: dict[str, str] = field(default_factory=dict)
+
+
+def _record_name(ds: Dataset, i: int) -> str:
+    ids = [c for c in (ds.record_ids or ds.keys) if c in ds.data.columns]
+    parts = []
+    for c in ids:
+        v = ds.data[c].iloc[i]
+        parts.append(f"{c}={v:g}" if isinstance(v, float) else f"{c}={v}")
+    return f"row {i + 1}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def check_xpt_rules(ds: Dataset) -> None:
+    """Raise a ConversionError for the first breach of the XPT v5 naming, label and value rules."""
+    if len(ds.name) > 8 or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", ds.name):
+        raise ConversionError(f"dataset name '{ds.name}' is not a valid XPT v5 name (1-8 letters, digits, _)",
+                              dataset=ds.name)
+    if len(ds.label) > 40 or not ds.label.isascii():
+        raise ConversionError(f"dataset label '{ds.label}' is longer than 40 characters or not ASCII", dataset=ds.name)
+    for col in ds.data.columns:
+        if len(col) > 8 or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", col):
+            raise ConversionError(f"variable name '{col}' is not a valid XPT v5 name (1-8 letters, digits, _)",
+                                  dataset=ds.name, field=col)
+        label = ds.labels.get(col, "")
+        if len(label) > 40 or not label.isascii():
+            raise ConversionError(f"label '{label}' of {col} is longer than 40 characters or not ASCII",
+                                  dataset=ds.name, field=col)
+        values = ds.data[col]
+        if values.dtype.kind in "fiu":
+            continue
+        text = values.fillna("").astype(str)
+        encoded_len = text.map(lambda s: len(s.encode("utf-8")))
+        non_ascii = ~text.map(str.isascii)
+        if non_ascii.any():
+            i = int(np.flatnonzero(non_ascii.to_numpy())[0])
+            raise ConversionError(f"non-ASCII character in value '{text.iloc[i]}'", dataset=ds.name, field=col,
+                                  record=_record_name(ds, i))
+        too_long = encoded_len > 200
+        if too_long.any():
+            i = int(np.flatnonzero(too_long.to_numpy())[0])
+            raise ConversionError(f"value of {encoded_len.iloc[i]} bytes exceeds the XPT v5 limit of 200",
+                                  dataset=ds.name, field=col, record=_record_name(ds, i))
+
+
+def sas_timestamp(iso: str) -> bytes:
+    """``2026-01-01T00:00:00`` -> ``01JAN26:00:00:00``, the XPT header date format.
+
+    >>> sas_timestamp("2026-03-04T05:06:07")
+    b'04MAR26:05:06:07'
+    """
+    t = dt.datetime.fromisoformat(iso)
+    return f"{t.day:02d}{MONTHS[t.month - 1]}{t.year % 100:02d}:{t:%H:%M:%S}".encode()
+
+
+def write_xpt(ds: Dataset, folder: Path, created: str) -> Path:
+    """Write ``<name>.xpt`` (XPT v5) with dataset and variable labels; header timestamps are set
+    to ``created`` so that the same data always gives the same bytes."""
+    check_xpt_rules(ds)
+    path = folder / f"{ds.name.lower()}.xpt"
+    frame = ds.data.copy()
+    for col in frame.columns:
+        if frame[col].dtype.kind not in "fiu":
+            frame[col] = frame[col].fillna("").astype(str)
+    pyreadstat.write_xport(frame, str(path), file_label=ds.label, table_name=ds.name, file_format_version=5,
+                           column_labels={c: ds.labels.get(c, "") for c in frame.columns},
+                           variable_format=ds.formats or None)
+    raw = path.read_bytes()
+    header_end = raw.find(b"HEADER RECORD*******OBS     HEADER RECORD")
+    head = _SAS_STAMP.sub(sas_timestamp(created), raw[:header_end])
+    path.write_bytes(head + raw[header_end:])
+    return path
+
+
+def _json_type(name: str, series: pd.Series) -> str:
+    if series.dtype.kind not in "fiu":
+        return "string"
+    values = series.dropna()
+    if name.endswith(("SEQ", "DY")) or (len(values) and (values == values.round()).all() and name in ("AGE", "TAETORD")):
+        return "integer"
+    return "double"
+
+
+def write_dataset_json(ds: Dataset, folder: Path, created: str, study_oid: str, version: str) -> Path:
+    """Write CDISC Dataset-JSON 1.1 (``<name>.json``): metadata, columns and rows."""
+    columns = []
+    for col in ds.data.columns:
+        kind = _json_type(col, ds.data[col])
+        entry = {"itemOID": f"IT.{ds.name}.{col}", "name": col, "label": ds.labels.get(col, ""), "dataType": kind}
+        if kind == "string":
+            entry["length"] = max(1, int(ds.data[col].fillna("").astype(str).str.len().max() or 1))
+        if col in ds.keys:
+            entry["keySequence"] = ds.keys.index(col) + 1
+        columns.append(entry)
+    rows = []
+    kinds = [c["dataType"] for c in columns]
+    for record in ds.data.itertuples(index=False, name=None):
+        row = []
+        for value, kind in zip(record, kinds):
+            if kind == "string":
+                row.append("" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value))
+            elif value is None or np.isnan(value):
+                row.append(None)
+            else:
+                row.append(int(value) if kind == "integer" else float(value))
+        rows.append(row)
+    doc = {
+        "datasetJSONCreationDateTime": created, "datasetJSONVersion": "1.1.0",
+        "fileOID": f"{study_oid}.{ds.name}", "originator": "cdisc_convert",
+        "sourceSystem": {"name": "cdisc_convert", "version": version},
+        "studyOID": study_oid, "metaDataVersionOID": f"MDV.{study_oid}", "itemGroupOID": f"IG.{ds.name}",
+        "records": len(rows), "name": ds.name, "label": ds.label, "columns": columns, "rows": rows,
+    }
+    path = folder / f"{ds.name.lower()}.json"
+    path.write_text(json.dumps(doc, ensure_ascii=True, separators=(",", ":")) + "\n", encoding="ascii")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(out_dir: Path):
+    """Yield a temporary folder beside ``out_dir``; move it into place only on success.
+
+    On any error the temporary folder is removed and ``out_dir`` is left as it was.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
