@@ -124,7 +124,47 @@ def _dataset(name: str, frame: pd.DataFrame, md: Sdtmig, spec: DomainSpec | None
     label = (spec.label if spec and spec.label else meta.label)
     seq = f"{name}SEQ" if f"{name}SEQ" in data.columns else None
     ids = ["USUBJID", seq] if seq else list(meta.keys)
-    return Dataset(name, label, data, {v.name: v.label for v in meta.variables}, list(meta.keys), ids)
+    labels = {v.name: v.label for v in meta.variables}
+    for var, override in (spec.metadata.items() if spec else []):
+        if override.label:
+            labels[var] = override.label
+    return Dataset(name, label, data, labels, list(meta.keys), ids)
+
+
+def variable_metadata(datasets: dict[str, Dataset], specs: list[DomainSpec], md: Sdtmig) -> dict:
+    """Dataset and variable metadata as written: label, type, length, order, codelist, origin
+    and the spec line that made each variable (the input for Define-XML)."""
+    by_domain = {s.domain: s for s in specs}
+    out = {}
+    for name, ds in datasets.items():
+        meta = md.domain(name)
+        spec = by_domain.get(name)
+        variables = []
+        for order, col in enumerate(ds.data.columns, start=1):
+            vm = meta.variable(col)
+            rule = spec.variables.get(col) if spec else None
+            override = spec.metadata.get(col) if spec else None
+            if name.startswith("SUPP") or name in ("TS", "TA", "TE", "TV"):
+                origin = "Assigned" if name.startswith("SUPP") or name != "TS" else "Protocol"
+            elif rule is not None:
+                origin = rule.origin
+            elif col.endswith(("ORRES", "ORRESU")):
+                origin = "Collected"
+            else:
+                origin = "Derived"
+            series = ds.data[col]
+            is_num = series.dtype.kind in "fiu"
+            variables.append({
+                "name": col, "label": ds.labels.get(col, ""), "type": "Num" if is_num else "Char",
+                "length": 8 if is_num else max(1, int(series.fillna("").astype(str).str.len().max() or 1)),
+                "order": order, "core": vm.core if vm else "",
+                "codelist": (override.codelist if override and override.codelist else (vm.codelist if vm else "")),
+                "origin": override.origin if override and override.origin else origin,
+                "spec": spec.line_of("variables", col) if spec and rule is not None else "",
+            })
+        out[name] = {"label": ds.label, "class": meta.cls, "keys": ds.keys, "records": len(ds.data),
+                     "variables": variables}
+    return out
 
 
 def _sorted(frame: pd.DataFrame, keys) -> pd.DataFrame:
@@ -198,6 +238,7 @@ def _lineage(datasets: dict[str, Dataset], run: Conversion) -> tuple[dict[str, p
                     lin[c] = lin[c].map(lambda v: "" if pd.isna(v) else f"{v:g}")
             if "QNAM" in frame.columns:
                 lin["QNAM"] = frame["QNAM"]
+            lin["form"] = frame["__form"].values
             lin["source"] = frame["__src"].values
             lin["field"] = frame["__field"].values
             lineage[ds_name] = lin
@@ -278,6 +319,8 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         for name, frame in lineage.items():
             (lin_dir / f"{name.lower()}.csv").write_text(_csv_text(frame), encoding="utf-8")
         (lin_dir / "rules.json").write_text(json.dumps(_rule_lineage(specs), indent=1, sort_keys=True) + "\n")
+        (tmp / "metadata.json").write_text(json.dumps(variable_metadata(datasets, specs, load_sdtmig()), indent=1,
+                                                      sort_keys=True) + "\n")
         (tmp / "reconciliation.csv").write_text(_csv_text(recon), encoding="utf-8")
         report = {
             "summary": {"source_rows": int(len(recon)), "mapped": int((recon.status == "mapped").sum()),

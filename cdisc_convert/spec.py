@@ -74,6 +74,10 @@ DERIVATIONS = {
 }
 
 
+ORIGIN_OF_KIND = {"field": "Collected", "date": "Collected", "value": "Assigned", "constant": "Assigned",
+                  "test": "Assigned", "var": "Derived", "concat": "Derived", "when": "Derived", "derive": "Derived"}
+
+
 class Rule(Strict):
     """How one variable gets its value. Exactly one of the value kinds is given:
 
@@ -121,6 +125,12 @@ class Rule(Strict):
         if self.time is not None and self.date is None:
             raise ValueError("'time' needs 'date'")
         return self
+
+    @property
+    def origin(self) -> str:
+        """Define-XML origin type implied by the rule's kind (a field is Collected, ...)."""
+        kind = next(k for k in ORIGIN_OF_KIND if getattr(self, k) is not None)
+        return ORIGIN_OF_KIND[kind]
 
     @property
     def own_phase(self) -> str:
@@ -202,6 +212,14 @@ class SuppDef(Strict):
     qeval: str = ""
 
 
+class VariableOverride(Strict):
+    """Spec-level override of SDTMIG variable metadata."""
+
+    label: Optional[str] = None
+    codelist: Optional[str] = None
+    origin: Optional[Literal["Collected", "Derived", "Assigned", "Protocol", "Predecessor", "Not Available"]] = None
+
+
 class DomainSpec(Strict):
     """A whole domain: where records come from and how each variable is made."""
 
@@ -211,7 +229,7 @@ class DomainSpec(Strict):
     variables: dict[str, Rule]
     conversions: list[Conversion] = []
     supp: list[SuppDef] = []
-    keep_empty_results: bool = True
+    metadata: dict[str, VariableOverride] = {}
     file: str = ""
     lines: dict[str, int] = {}
 

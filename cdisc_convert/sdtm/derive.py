@@ -45,7 +45,8 @@ def iso8601_date(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     out[valid_month] = year[valid_month] + "-" + month[valid_month].astype(int).map("{:02d}".format)
     ok_full = day.notna() & full.notna()
     out[ok_full] = full[ok_full].dt.strftime("%Y-%m-%d")
-    bad = (text != "") & (~has_year | (ym & ~valid_month) | (day.notna() & full.isna()))
+    unknown_name = edc["y"].notna() & month_edc.isna() & ~edc["m"].isin(["UNK", "UN"])
+    bad = (text != "") & (~has_year | unknown_name | (ym & ~valid_month) | (day.notna() & full.isna()))
     out[bad] = ""
     return out, bad
 

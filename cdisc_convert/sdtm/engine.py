@@ -320,14 +320,64 @@ def finalize_domain(mapped: MappedDomain, md: Sdtmig) -> None:
         .reset_index(drop=True)
     if seq_var:
         frame[seq_var] = derive.sequence_number(frame)
+    frame, overflow = split_long_text(frame, md.domain(spec.domain), seq_var)
     mapped.data = frame
-    mapped.supp = build_supp(mapped, seq_var)
+    mapped.supp = build_supp(mapped, seq_var, overflow)
 
 
-def build_supp(mapped: MappedDomain, seq_var: str | None) -> pd.DataFrame | None:
+def split_text_200(text: str, limit: int = 200) -> list[str]:
+    """Split text into pieces of at most ``limit`` characters, between words where possible.
+
+    The space stays at the start of the next piece (SAS drops trailing blanks, not leading
+    ones), so joining the pieces gives the text back.
+
+    >>> text = " ".join(["word"] * 90)
+    >>> pieces = split_text_200(text)
+    >>> [len(p) for p in pieces], "".join(pieces) == text
+    ([199, 200, 50], True)
+    """
+    pieces, rest = [], text
+    while len(rest) > limit:
+        cut = rest.rfind(" ", 1, limit + 1)
+        cut = cut if cut > 0 else limit
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    return pieces + [rest]
+
+
+def split_long_text(frame: pd.DataFrame, meta, seq_var: str | None) -> tuple[pd.DataFrame, list[dict]]:
+    """SDTMIG 4.5.3.2: text over 200 characters keeps its first 200 in the variable; the rest
+    goes to SUPP-- as QNAM ``<VAR>1``, ``<VAR>2`` ... (only where records have --SEQ to link)."""
+    overflow: list[dict] = []
+    if not seq_var:
+        return frame, overflow
+    for var in meta.variables:
+        if var.type != "Char" or var.name not in frame.columns:
+            continue
+        values = frame[var.name].fillna("").astype(str)
+        long = values.map(lambda v: len(v.encode("utf-8")) > 200)
+        for i in np.flatnonzero(long.to_numpy()):
+            pieces = split_text_200(values.iloc[i])
+            frame.iat[i, frame.columns.get_loc(var.name)] = pieces[0]
+            for n, piece in enumerate(pieces[1:], start=1):
+                overflow.append({"row": i, "QNAM": f"{var.name[:7]}{n}", "QLABEL": f"{var.label[:37]} {n}",
+                                 "QVAL": piece})
+    return frame, overflow
+
+
+def build_supp(mapped: MappedDomain, seq_var: str | None, overflow: list[dict] | None = None) -> pd.DataFrame | None:
     """SUPP-- records: one per parent record and non-empty qualifier, keyed by --SEQ."""
     spec, frame = mapped.spec, mapped.data
     parts = []
+    if overflow:
+        rows = [o["row"] for o in overflow]
+        parts.append(pd.DataFrame({
+            "STUDYID": frame["STUDYID"].iloc[rows].values, "RDOMAIN": spec.domain,
+            "USUBJID": frame["USUBJID"].iloc[rows].values, "IDVAR": seq_var,
+            "IDVARVAL": [f"{v:g}" for v in frame[seq_var].iloc[rows]], "QNAM": [o["QNAM"] for o in overflow],
+            "QLABEL": [o["QLABEL"] for o in overflow], "QVAL": [o["QVAL"] for o in overflow], "QORIG": "CRF",
+            "QEVAL": "", "__src": frame["__src"].iloc[rows].values, "__field": frame["__field"].iloc[rows].values,
+            "__form": frame["__form"].iloc[rows].values}))
     for supp in spec.supp:
         col = f"__supp_{supp.qnam}"
         if col not in frame.columns:

@@ -1,0 +1,89 @@
+"""Explain an output record: where each of its values came from.
+
+A run writes ``lineage/<dataset>.csv`` (record id -> source rows and field) and
+``lineage/rules.json`` (variable -> spec rules with file:line). :func:`explain_record` joins
+them with the dataset itself (its Dataset-JSON) into a readable account.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from .errors import ConversionError
+
+AUTO_RESULT_VARS = ("ORRES", "ORRESU", "STRESC", "STRESN", "STRESU", "STNRLO", "STNRHI", "NRIND", "STAT")
+
+
+def _describe(rule: dict) -> str:
+    if "field" in rule:
+        extra = "".join(f", {k} {json.dumps(rule[k])}" for k in ("map", "codelist", "upper") if k in rule)
+        return f"field {rule['field']}{extra}"
+    if "value" in rule:
+        return f"hard-coded {json.dumps(rule['value'])}"
+    if "constant" in rule:
+        return f"study constant {rule['constant']}"
+    if "var" in rule:
+        return f"copied from {rule['var']}"
+    if "test" in rule:
+        return f"test table attribute '{rule['test']}'"
+    if "date" in rule:
+        return f"ISO 8601 from date field {rule['date']}" + (f" and time field {rule['time']}" if "time" in rule else "")
+    if "concat" in rule:
+        return "concatenation of " + " + ".join(p if isinstance(p, str) else _describe(p) for p in rule["concat"])
+    if "when" in rule:
+        return "conditional (" + "; ".join(f"if {json.dumps(c['if'])} then {_describe(c['then'])}"
+                                            for c in rule["when"]) + (f"; else {_describe(rule['else'])}"
+                                                                      if "else" in rule else "") + ")"
+    if "derive" in rule:
+        params = ", ".join(f"{k} {v}" for k, v in rule.items() if k != "derive")
+        return f"derivation {rule['derive']}" + (f" ({params})" if params else "")
+    return json.dumps(rule)
+
+
+def explain_record(out_dir: Path, dataset: str, keys: dict[str, str]) -> str:
+    """Account for every value of the record that ``keys`` (e.g. USUBJID, LBSEQ) identify."""
+    dataset = dataset.upper()
+    data_path = out_dir / "sdtm" / f"{dataset.lower()}.json"
+    lineage_path = out_dir / "lineage" / f"{dataset.lower()}.csv"
+    if not data_path.exists() or not lineage_path.exists():
+        raise ConversionError(f"no dataset {dataset} with lineage in this output folder", source=str(out_dir))
+    doc = json.loads(data_path.read_text())
+    names = [c["name"] for c in doc["columns"]]
+    unknown = [k for k in keys if k not in names]
+    if unknown:
+        raise ConversionError(f"{dataset} has no variable {unknown[0]}", dataset=dataset, field=unknown[0])
+
+    def text(v):
+        return "" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
+
+    match = [r for r in doc["rows"] if all(text(r[names.index(k)]) == v for k, v in keys.items())]
+    if len(match) != 1:
+        raise ConversionError(f"{len(match)} {dataset} records match {keys}; give keys that identify one record",
+                              dataset=dataset)
+    record = dict(zip(names, match[0]))
+    with lineage_path.open(newline="") as fh:
+        lineage = [row for row in csv.DictReader(fh) if all(row.get(k, v) == v for k, v in keys.items())]
+    rules = json.loads((out_dir / "lineage" / "rules.json").read_text()).get(dataset, {})
+    source = lineage[0] if lineage else {}
+    form = source.get("form", "")
+    lines = [f"{dataset} " + " ".join(f"{k}={v}" for k, v in keys.items()),
+             f"  source record: {source.get('source', '(derived, no EDC source)')}"
+             + (f"  field {source['field']}" if source.get("field") else "")]
+    test = next((t for t in rules.get("@tests", []) if t["form"] == form and t["result"] == source.get("field")), None)
+    if test:
+        lines.append(f"  test table row: {test['spec']} (testcd {test['testcd']}, result field {test['result']}"
+                     + (f", unit field {test['unit']}" if test.get("unit") else "") + ")")
+    width = max(len(n) for n in names)
+    for name in names:
+        candidates = rules.get(name, [])
+        rule = next((r for r in candidates if r.get("form") == form), None) or \
+            next((r for r in candidates if "form" not in r), None)
+        if rule:
+            how = f"{_describe(rule['rule'])}  [{rule['spec']}]"
+        elif test and name.endswith(AUTO_RESULT_VARS) and name[:2] == dataset[:2]:
+            how = f"standard results from test table and conversions  [{test['spec']}]"
+        else:
+            how = "dataset-level derivation (see the engine docs)"
+        lines.append(f"  {name:<{width}} = {text(record[name])!s:<24} <- {how}")
+    return "\n".join(lines)
