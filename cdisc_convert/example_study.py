@@ -395,23 +395,24 @@ def write_odm_export(export: ExampleExport, path: Path, study_oid: str = "NCT059
         for folder, _pages in subject_folders:
             if folder not in folders:
                 folders.append(folder)
-    out.append('<Protocol>' + "".join(f'<StudyEventRef StudyEventOID="{f}" Mandatory="No"/>' for f in folders)
+    # OIDs are unique across the metadata (SE./F./IG./IT. prefixes); Names carry the EDC names
+    out.append('<Protocol>' + "".join(f'<StudyEventRef StudyEventOID="SE.{f}" Mandatory="No"/>' for f in folders)
                + '</Protocol>')
     for f in folders:
-        out.append(f'<StudyEventDef OID="{f}" Name="{f}" Repeating="No" Type="Common">'
-                   + "".join(f'<FormRef FormOID="{form}" Mandatory="No"/>' for form in sorted(export.forms))
+        out.append(f'<StudyEventDef OID="SE.{f}" Name="{f}" Repeating="No" Type="Common">'
+                   + "".join(f'<FormRef FormOID="F.{form}" Mandatory="No"/>' for form in sorted(export.forms))
                    + '</StudyEventDef>')
     for form in sorted(export.forms):
-        out.append(f'<FormDef OID="{form}" Name="{form}" Repeating="Yes"><ItemGroupRef ItemGroupOID="{form}" '
+        out.append(f'<FormDef OID="F.{form}" Name="{form}" Repeating="Yes"><ItemGroupRef ItemGroupOID="IG.{form}" '
                    f'Mandatory="Yes"/></FormDef>')
     for form in sorted(export.forms):
         items = [n for n in export.forms[form] if n not in KEY_FIELDS]
-        out.append(f'<ItemGroupDef OID="{form}" Name="{form}" Repeating="No">'
-                   + "".join(f'<ItemRef ItemOID="{form}.{n}" Mandatory="No"/>' for n in items) + '</ItemGroupDef>')
+        out.append(f'<ItemGroupDef OID="IG.{form}" Name="{form}" Repeating="No">'
+                   + "".join(f'<ItemRef ItemOID="IT.{form}.{n}" Mandatory="No"/>' for n in items) + '</ItemGroupDef>')
     for form in sorted(export.forms):
         for n in export.forms[form]:
             if n not in KEY_FIELDS:
-                out.append(f'<ItemDef OID="{form}.{n}" Name="{n}" DataType="text"/>')
+                out.append(f'<ItemDef OID="IT.{form}.{n}" Name="{n}" DataType="text"/>')
     out.append('</MetaDataVersion></Study>')
     out.append(f'<AdminData><Location OID="01" Name="Shanghai General Hospital" LocationType="Site">'
                f'<MetaDataVersionRef StudyOID="{study_oid}" MetaDataVersionOID="MDV.1" EffectiveDate="2024-01-01"/>'
@@ -420,10 +421,10 @@ def write_odm_export(export: ExampleExport, path: Path, study_oid: str = "NCT059
     for subject, site, subject_folders in export.subjects:
         out.append(f'<SubjectData SubjectKey={quoteattr(subject)}><SiteRef LocationOID={quoteattr(site)}/>')
         for folder, pages in subject_folders:
-            out.append(f'<StudyEventData StudyEventOID="{folder}">')
+            out.append(f'<StudyEventData StudyEventOID="SE.{folder}">')
             for form, repeat, values in pages:
-                out.append(f'<FormData FormOID="{form}" FormRepeatKey="{repeat}"><ItemGroupData ItemGroupOID="{form}">')
-                out.extend(f'<ItemData ItemOID="{form}.{k}" Value={quoteattr(v)}/>' for k, v in values.items() if v)
+                out.append(f'<FormData FormOID="F.{form}" FormRepeatKey="{repeat}"><ItemGroupData ItemGroupOID="IG.{form}">')
+                out.extend(f'<ItemData ItemOID="IT.{form}.{k}" Value={quoteattr(v)}/>' for k, v in values.items() if v)
                 out.append('</ItemGroupData></FormData>')
             out.append('</StudyEventData>')
         out.append('</SubjectData>')

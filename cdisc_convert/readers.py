@@ -78,9 +78,11 @@ def _refuse_doctype(path: Path) -> None:
 
 def read_odm_forms(path: Path, key_fields: tuple[str, str, str, str] = ("SITEID", "SUBJECT", "FOLDER", "FORMREPEAT")
                    ) -> dict[str, pd.DataFrame]:
-    """Read ODM 1.3.2 ClinicalData into one frame per FormOID, columns ordered by the metadata.
+    """Read ODM 1.3.2 ClinicalData into one frame per form, columns ordered by the metadata.
 
-    The parser never resolves entities, never loads a DTD and never touches the network.
+    Forms, folders and fields take the ``Name`` of their FormDef, StudyEventDef and ItemDef
+    when the file has metadata, else their OID. The parser never resolves entities, never
+    loads a DTD and never touches the network.
     """
     if not path.exists():
         raise ConversionError("ODM file not found", source=str(path))
@@ -88,10 +90,12 @@ def read_odm_forms(path: Path, key_fields: tuple[str, str, str, str] = ("SITEID"
     parser_args = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True)
     site_f, subj_f, folder_f, repeat_f = key_fields
     item_names: dict[str, str] = {}
+    names: dict[str, str] = {}  # StudyEventDef/FormDef OID -> Name
     group_items: dict[str, list[str]] = {}
+    form_groups: dict[str, list[str]] = {}  # form Name -> its ItemGroupOIDs
     rows: dict[str, list[dict[str, str]]] = {}
     sources: dict[str, list[str]] = {}
-    subject = site = folder = ""
+    subject = site = folder = event_oid = ""
     try:
         for event, el in etree.iterparse(str(path), events=("start", "end"), **parser_args):
             tag = el.tag.replace(ODM_NS, "") if isinstance(el.tag, str) else ""
@@ -101,29 +105,36 @@ def read_odm_forms(path: Path, key_fields: tuple[str, str, str, str] = ("SITEID"
                 elif tag == "SiteRef":
                     site = el.get("LocationOID", "")
                 elif tag == "StudyEventData":
-                    folder = el.get("StudyEventOID", "")
+                    event_oid = el.get("StudyEventOID", "")
+                    folder = names.get(event_oid, event_oid)
                 continue
             if tag == "ItemDef":
                 item_names[el.get("OID")] = el.get("Name")
+            elif tag in ("StudyEventDef", "FormDef"):
+                names[el.get("OID")] = el.get("Name") or el.get("OID")
+                if tag == "FormDef":
+                    form_groups[names[el.get("OID")]] = [r.get("ItemGroupOID") for r in el.iter(f"{ODM_NS}ItemGroupRef")]
             elif tag == "ItemGroupDef":
                 group_items[el.get("OID")] = [r.get("ItemOID") for r in el.iter(f"{ODM_NS}ItemRef")]
                 el.clear()
             elif tag == "FormData":
-                form, repeat = el.get("FormOID"), el.get("FormRepeatKey", "1")
+                form_oid, repeat = el.get("FormOID"), el.get("FormRepeatKey", "1")
+                form = names.get(form_oid, form_oid)
                 values = {site_f: site, subj_f: subject, folder_f: folder, repeat_f: repeat}
                 for item in el.iter(f"{ODM_NS}ItemData"):
                     oid = item.get("ItemOID")
-                    values[item_names.get(oid, oid.split(".", 1)[-1])] = (item.get("Value") or "").strip()
+                    values[item_names.get(oid, oid.rsplit(".", 1)[-1])] = (item.get("Value") or "").strip()
                 rows.setdefault(form, []).append(values)
                 sources.setdefault(form, []).append(
-                    f"{path.name}#SubjectData[@SubjectKey='{subject}']/StudyEventData[@StudyEventOID='{folder}']"
-                    f"/FormData[@FormOID='{form}'][@FormRepeatKey='{repeat}']")
+                    f"{path.name}#SubjectData[@SubjectKey='{subject}']/StudyEventData[@StudyEventOID='{event_oid}']"
+                    f"/FormData[@FormOID='{form_oid}'][@FormRepeatKey='{repeat}']")
                 el.clear()
     except etree.XMLSyntaxError as exc:
         raise ConversionError(f"ODM file is not well-formed XML: {exc.msg}", source=f"{path.name}:{exc.lineno}") from None
     forms = {}
     for form, form_rows in rows.items():
-        columns = [site_f, subj_f, folder_f, repeat_f] + [item_names.get(o, o) for o in group_items.get(form, [])]
+        item_oids = [o for group in form_groups.get(form, [form]) for o in group_items.get(group, [])]
+        columns = [site_f, subj_f, folder_f, repeat_f] + [item_names.get(o, o) for o in item_oids]
         for r in form_rows:
             for name in r:
                 if name not in columns:

@@ -1,0 +1,91 @@
+"""Writers: XPT v5 rules as facts, Dataset-JSON 1.1 shape, long text split, atomic output."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cdisc_convert.errors import ConversionError
+from cdisc_convert.sdtm.engine import split_text_200
+from cdisc_convert.writers import Dataset, atomic_output, write_dataset_json, write_xpt
+
+CREATED = "2026-01-01T00:00:00"
+
+
+def ds(data: dict, name="AE", label="Adverse Events", labels=None):
+    frame = pd.DataFrame(data)
+    return Dataset(name, label, frame, labels or {c: c.title() for c in frame.columns}, keys=["USUBJID"],
+                   record_ids=["USUBJID"])
+
+
+def test_variable_name_over_8_characters_stops_the_write(tmp_path):
+    with pytest.raises(ConversionError, match="variable name 'AETERMLONG'") as err:
+        write_xpt(ds({"USUBJID": ["1"], "AETERMLONG": ["x"]}), tmp_path, CREATED)
+    assert err.value.dataset == "AE" and err.value.field == "AETERMLONG"
+    assert not list(tmp_path.iterdir())
+
+
+def test_dataset_name_over_8_characters_stops_the_write(tmp_path):
+    with pytest.raises(ConversionError, match="dataset name 'SUPPAEXXX'"):
+        write_xpt(ds({"USUBJID": ["1"]}, name="SUPPAEXXX"), tmp_path, CREATED)
+
+
+def test_label_over_40_characters_stops_the_write(tmp_path):
+    with pytest.raises(ConversionError, match="longer than 40") as err:
+        write_xpt(ds({"USUBJID": ["1"]}, labels={"USUBJID": "x" * 41}), tmp_path, CREATED)
+    assert err.value.field == "USUBJID"
+
+
+def test_value_over_200_bytes_names_dataset_variable_and_record(tmp_path):
+    with pytest.raises(ConversionError, match="201 bytes exceeds") as err:
+        write_xpt(ds({"USUBJID": ["1", "2"], "AETERM": ["ok", "x" * 201]}), tmp_path, CREATED)
+    assert (err.value.dataset, err.value.field, err.value.record) == ("AE", "AETERM", "row 2 (USUBJID=2)")
+
+
+def test_non_ascii_value_stops_the_write(tmp_path):
+    with pytest.raises(ConversionError, match="non-ASCII") as err:
+        write_xpt(ds({"USUBJID": ["1"], "AETERM": ["Fièvre"]}), tmp_path, CREATED)
+    assert err.value.record == "row 1 (USUBJID=1)"
+
+
+def test_xpt_header_and_character_lengths(tmp_path):
+    import pyreadstat
+    path = write_xpt(ds({"USUBJID": ["1", "22"], "AETERM": ["abc", "abcdef"], "AESEQ": [1.0, 2.0]}), tmp_path, CREATED)
+    _, meta = pyreadstat.read_xport(str(path))
+    assert meta.variable_storage_width["AETERM"] == 6 and meta.variable_storage_width["USUBJID"] == 2
+    assert b"01JAN26:00:00:00" in path.read_bytes()[:400]
+    assert path.read_bytes()[:80].startswith(b"HEADER RECORD*******LIBRARY HEADER RECORD")
+
+
+def test_same_data_same_bytes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    d = ds({"USUBJID": ["1"], "AESEQ": [1.0]})
+    assert write_xpt(d, a, CREATED).read_bytes() == write_xpt(d, b, CREATED).read_bytes()
+
+
+def test_dataset_json_1_1_shape(tmp_path):
+    path = write_dataset_json(ds({"USUBJID": ["1", "2"], "AESEQ": [1.0, float("nan")]}), tmp_path, CREATED, "S", "0")
+    doc = json.loads(path.read_text())
+    assert doc["datasetJSONVersion"] == "1.1.0" and doc["records"] == 2 and doc["name"] == "AE"
+    assert [c["dataType"] for c in doc["columns"]] == ["string", "integer"]
+    assert doc["columns"][0]["keySequence"] == 1 and doc["rows"] == [["1", 1], ["2", None]]
+
+
+def test_atomic_output_leaves_nothing_on_error(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_output(out) as tmp:
+            (tmp / "half.xpt").write_text("x")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="abc ", min_size=1, max_size=12), min_size=1, max_size=80).map(" ".join))
+def test_long_text_split_keeps_every_character_in_pieces_of_200(text):
+    pieces = split_text_200(text)
+    assert "".join(pieces) == text and all(len(p) <= 200 for p in pieces)
