@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import ConversionError
+from .text import as_text
 from .metadata import Sdtmig, load_ct, load_sdtmig
 from .readers import read_csv_forms, read_odm_forms, read_sas_forms
 from .sdtm import trial_design
@@ -113,8 +114,7 @@ def _typed(frame: pd.DataFrame, name: str, md: Sdtmig, spec: DomainSpec | None) 
         if v.type == "Num":
             out[v.name] = pd.to_numeric(out[v.name].replace("", None), errors="coerce").astype(float)
         else:
-            out[v.name] = out[v.name].map(lambda x: "" if x is None or (isinstance(x, float) and pd.isna(x))
-                                          else (f"{x:g}" if isinstance(x, float) else str(x))).astype(object)
+            out[v.name] = as_text(out[v.name])
     return out.reset_index(drop=True)
 
 
@@ -235,7 +235,7 @@ def _lineage(datasets: dict[str, Dataset], run: Conversion) -> tuple[dict[str, p
             lin = frame[ids].copy()
             for c in ids:
                 if lin[c].dtype.kind == "f":
-                    lin[c] = lin[c].map(lambda v: "" if pd.isna(v) else f"{v:g}")
+                    lin[c] = as_text(lin[c])
             if "QNAM" in frame.columns:
                 lin["QNAM"] = frame["QNAM"]
             lin["form"] = frame["__form"].values

@@ -46,6 +46,12 @@ class Condition(Strict):
     any: Optional[list["Condition"]] = None
     not_: Optional["Condition"] = Field(None, alias="not")
 
+    def fields(self) -> set[str]:
+        found = {self.field} if self.field else set()
+        for c in [*(self.all or []), *(self.any or []), *([self.not_] if self.not_ else [])]:
+            found |= c.fields()
+        return found
+
     def variables(self) -> set[str]:
         found = {self.var} if self.var else set()
         for c in [*(self.all or []), *(self.any or []), *([self.not_] if self.not_ else [])]:
@@ -142,6 +148,15 @@ class Rule(Strict):
     def _nested(self) -> list["Rule"]:
         nested = [c.then for c in self.when or []] + ([self.else_] if self.else_ else [])
         return nested + [p for p in self.concat or [] if isinstance(p, Rule)]
+
+    def fields(self) -> set[str]:
+        """Source fields this rule reads."""
+        found = {f for f in (self.field, self.date, self.time) if f}
+        for case in self.when or []:
+            found |= case.if_.fields()
+        for rule in self._nested():
+            found |= rule.fields()
+        return found
 
     def references(self) -> set[str]:
         """Output variables this rule reads (so it is evaluated after them)."""

@@ -30,6 +30,7 @@ import pandas as pd
 import pyreadstat
 
 from .errors import ConversionError
+from .text import as_text
 
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 _SAS_STAMP = re.compile(rb"\d\d[A-Z]{3}\d\d:\d\d:\d\d:\d\d")
@@ -75,9 +76,12 @@ def check_xpt_rules(ds: Dataset) -> None:
         values = ds.data[col]
         if values.dtype.kind in "fiu":
             continue
-        text = values.fillna("").astype(str)
-        encoded_len = text.map(lambda s: len(s.encode("utf-8")))
-        non_ascii = ~text.map(str.isascii)
+        text = as_text(values)
+        if "".join(text.tolist()).isascii():
+            encoded_len, non_ascii = text.str.len(), pd.Series(False, index=text.index)
+        else:
+            encoded_len = text.map(lambda s: len(s.encode("utf-8")))
+            non_ascii = ~text.map(str.isascii)
         if non_ascii.any():
             i = int(np.flatnonzero(non_ascii.to_numpy())[0])
             raise ConversionError(f"non-ASCII character in value '{text.iloc[i]}'", dataset=ds.name, field=col,
@@ -107,7 +111,7 @@ def write_xpt(ds: Dataset, folder: Path, created: str) -> Path:
     frame = ds.data.copy()
     for col in frame.columns:
         if frame[col].dtype.kind not in "fiu":
-            frame[col] = frame[col].fillna("").astype(str)
+            frame[col] = as_text(frame[col])  # plain object column: pyreadstat iterates it fastest
     pyreadstat.write_xport(frame, str(path), file_label=ds.label, table_name=ds.name, file_format_version=5,
                            column_labels={c: ds.labels.get(c, "") for c in frame.columns},
                            variable_format=ds.formats or None)
@@ -138,18 +142,15 @@ def write_dataset_json(ds: Dataset, folder: Path, created: str, study_oid: str, 
         if col in ds.keys:
             entry["keySequence"] = ds.keys.index(col) + 1
         columns.append(entry)
-    rows = []
-    kinds = [c["dataType"] for c in columns]
-    for record in ds.data.itertuples(index=False, name=None):
-        row = []
-        for value, kind in zip(record, kinds):
-            if kind == "string":
-                row.append("" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value))
-            elif value is None or np.isnan(value):
-                row.append(None)
-            else:
-                row.append(int(value) if kind == "integer" else float(value))
-        rows.append(row)
+    values = []
+    for col, entry in zip(ds.data.columns, columns):
+        series = ds.data[col]
+        if entry["dataType"] == "string":
+            values.append(as_text(series).tolist())
+        else:
+            cast = int if entry["dataType"] == "integer" else float
+            values.append([None if v != v else cast(v) for v in series.astype(float).tolist()])
+    rows = [list(r) for r in zip(*values)] if values else []
     doc = {
         "datasetJSONCreationDateTime": created, "datasetJSONVersion": "1.1.0",
         "fileOID": f"{study_oid}.{ds.name}", "originator": "cdisc_convert",

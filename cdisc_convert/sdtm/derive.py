@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..text import as_text, on_unique
+
 MONTHS = {m: i + 1 for i, m in enumerate(
     ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])}
 _EDC_DATE = r"^(?P<d>UN|UNK|\d{1,2})[ \-/](?P<m>UNK|UN|[A-Za-z]{3})[ \-/](?P<y>\d{4})$"
@@ -16,6 +18,16 @@ _TIME = r"^(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?$"
 
 
 def iso8601_date(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """EDC date text to ISO 8601 (see :func:`_iso8601_date_distinct`), computed once per distinct value.
+
+    >>> iso8601_date(pd.Series(["08 JAN 2024", "08 JAN 2024"]))[0].tolist()
+    ['2024-01-08', '2024-01-08']
+    """
+    both = on_unique(as_text(text), lambda u: pd.DataFrame(dict(zip(("iso", "bad"), _iso8601_date_distinct(u)))))
+    return both["iso"].astype(object), both["bad"].astype(bool)
+
+
+def _iso8601_date_distinct(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     """EDC date text (``08 JAN 2024``, ``UN JAN 2024``, ``UN UNK 2024`` or ISO) to ISO 8601.
 
     Unknown parts truncate the date (partial precision), as SDTMIG requires. Returns the ISO
@@ -29,7 +41,7 @@ def iso8601_date(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     edc = text.str.upper().str.extract(_EDC_DATE)
     iso = text.str.extract(_ISO_DATE)
     year = edc["y"].fillna(iso["y"])
-    month_edc = edc["m"].map(lambda m: MONTHS.get(m, np.nan) if isinstance(m, str) else np.nan)
+    month_edc = edc["m"].map(MONTHS).astype(float)
     month = month_edc.where(edc["y"].notna(), pd.to_numeric(iso["m"], errors="coerce"))
     day = pd.to_numeric(edc["d"], errors="coerce").where(edc["y"].notna(), pd.to_numeric(iso["d"], errors="coerce"))
     unknown_month = edc["m"].isin(["UNK", "UN"]) | (iso["y"].notna() & iso["m"].isna())
@@ -61,9 +73,16 @@ def iso8601_datetime(date_text: pd.Series, time_text: pd.Series | None = None) -
     >>> iso.tolist(), bad.tolist()
     (['2024-01-08T09:05', '2024-01', ''], [False, False, True])
     """
-    iso, bad = iso8601_date(date_text)
     if time_text is None:
-        return iso, bad
+        return iso8601_date(date_text)
+    pair = as_text(date_text) + "\x1f" + as_text(time_text)
+    both = on_unique(pair, lambda u: pd.DataFrame(dict(zip(("iso", "bad"), _iso8601_datetime_distinct(
+        u.str.split("\x1f").str[0], u.str.split("\x1f").str[1])))))
+    return both["iso"].astype(object), both["bad"].astype(bool)
+
+
+def _iso8601_datetime_distinct(date_text: pd.Series, time_text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    iso, bad = _iso8601_date_distinct(date_text)
     t = time_text.fillna("").astype(str).str.strip()
     parts = t.str.extract(_TIME)
     hour, minute = pd.to_numeric(parts["H"], errors="coerce"), pd.to_numeric(parts["M"], errors="coerce")
@@ -123,6 +142,15 @@ def age_in_years(birth_dtc: pd.Series, at_dtc: pd.Series) -> pd.Series:
 
 
 def parse_result(orres: pd.Series) -> pd.DataFrame:
+    """Qualifier and number of each result (see :func:`_parse_result_distinct`), once per distinct value.
+
+    >>> parse_result(pd.Series(["<20", "<20"]))["limit"].tolist()
+    [20.0, 20.0]
+    """
+    return on_unique(as_text(orres), _parse_result_distinct)
+
+
+def _parse_result_distinct(orres: pd.Series) -> pd.DataFrame:
     """Split original results into a qualifier (``<``, ``>``, ``<=``, ``>=``) and a number.
 
     ``<20`` keeps its text in --STRESC and gets no --STRESN (a censored value is not a number).
@@ -133,7 +161,7 @@ def parse_result(orres: pd.Series) -> pd.DataFrame:
     text = orres.fillna("").astype(str).str.strip()
     parts = text.str.extract(r"^(?P<q><=|>=|<|>)?\s*(?P<n>[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)$")
     qualifier = parts["q"].fillna("")
-    value = pd.to_numeric(parts["n"], errors="coerce")
+    value = pd.to_numeric(parts["n"], errors="coerce").astype(float)
     return pd.DataFrame({"qualifier": qualifier.where(value.notna(), ""),
                          "number": value.where(qualifier == ""),
                          "limit": value.where(qualifier != "")}, index=orres.index)
@@ -145,7 +173,7 @@ def format_number(values: pd.Series) -> pd.Series:
     >>> format_number(pd.Series([841.32, 3.0, 0.1 + 0.2, np.nan])).tolist()
     ['841.32', '3', '0.3', '']
     """
-    return values.map(lambda v: "" if pd.isna(v) else f"{round(float(v), 8):.10g}")
+    return as_text(pd.Series(values, dtype=float))
 
 
 def standard_results(orres: pd.Series, orresu: pd.Series, testcd: pd.Series, stdunit: pd.Series,

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..errors import ConversionError
 from ..metadata import Codelist, Sdtmig
+from ..text import as_text
 from ..spec import DomainSpec, Rule, Source, StudyConfig
 from . import derive
 from .rules import RuleContext, evaluate_condition, evaluate_rule
@@ -119,13 +120,18 @@ def transpose_findings(rows: pd.DataFrame, source: Source, spec: DomainSpec, i: 
     ``@orres``/``@orresu`` hold the result and unit; ``__field`` names the result field.
     """
     parts = []
+    # the wide result/unit fields live on as @orres/@orresu; copying them per test is waste
+    read = {f for rule in [*spec.variables.values(), *source.variables.values(), *(s.rule for s in spec.supp)]
+            for f in rule.fields()}
+    wide = {f for test in source.tests or [] for f in (test.result, test.unit) if f} - read
+    base = rows.drop(columns=[c for c in rows.columns if c in wide])
     for t, test in enumerate(source.tests or []):
         where = ("sources", i, "tests", t)
         if test.result not in rows.columns:
             raise ConversionError(f"missing source column '{test.result}' in form {source.form}",
                                   source=_file_of(rows, source.form), field=test.result,
                                   spec=spec.line_of(*where, "result"), dataset=spec.domain)
-        part = rows.copy()
+        part = base.copy()
         for attr in TEST_ATTRIBUTES:
             value = getattr(test, attr)
             part[f"@{attr}"] = "" if value is None else value
@@ -354,8 +360,8 @@ def split_long_text(frame: pd.DataFrame, meta, seq_var: str | None) -> tuple[pd.
     for var in meta.variables:
         if var.type != "Char" or var.name not in frame.columns:
             continue
-        values = frame[var.name].fillna("").astype(str)
-        long = values.map(lambda v: len(v.encode("utf-8")) > 200)
+        values = as_text(frame[var.name])
+        long = values.str.len() > 200
         for i in np.flatnonzero(long.to_numpy()):
             pieces = split_text_200(values.iloc[i])
             frame.iat[i, frame.columns.get_loc(var.name)] = pieces[0]
@@ -374,7 +380,7 @@ def build_supp(mapped: MappedDomain, seq_var: str | None, overflow: list[dict] |
         parts.append(pd.DataFrame({
             "STUDYID": frame["STUDYID"].iloc[rows].values, "RDOMAIN": spec.domain,
             "USUBJID": frame["USUBJID"].iloc[rows].values, "IDVAR": seq_var,
-            "IDVARVAL": [f"{v:g}" for v in frame[seq_var].iloc[rows]], "QNAM": [o["QNAM"] for o in overflow],
+            "IDVARVAL": as_text(frame[seq_var].iloc[rows]).tolist(), "QNAM": [o["QNAM"] for o in overflow],
             "QLABEL": [o["QLABEL"] for o in overflow], "QVAL": [o["QVAL"] for o in overflow], "QORIG": "CRF",
             "QEVAL": "", "__src": frame["__src"].iloc[rows].values, "__field": frame["__field"].iloc[rows].values,
             "__form": frame["__form"].iloc[rows].values}))
@@ -382,13 +388,13 @@ def build_supp(mapped: MappedDomain, seq_var: str | None, overflow: list[dict] |
         col = f"__supp_{supp.qnam}"
         if col not in frame.columns:
             continue
-        values = frame[col].fillna("").map(lambda v: v if isinstance(v, str) else f"{v:g}")
+        values = as_text(frame[col])
         has = values != ""
         if not has.any():
             continue
         part = pd.DataFrame({
             "STUDYID": frame.loc[has, "STUDYID"], "RDOMAIN": spec.domain, "USUBJID": frame.loc[has, "USUBJID"],
-            "IDVAR": seq_var or "", "IDVARVAL": frame.loc[has, seq_var].map(lambda v: f"{v:g}") if seq_var else "",
+            "IDVAR": seq_var or "", "IDVARVAL": as_text(frame.loc[has, seq_var]) if seq_var else "",
             "QNAM": supp.qnam, "QLABEL": supp.qlabel, "QVAL": values[has], "QORIG": supp.qorig, "QEVAL": supp.qeval,
             "__src": frame.loc[has, "__src"], "__field": supp.rule.field or "", "__form": frame.loc[has, "__form"],
         })

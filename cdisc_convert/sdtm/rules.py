@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..errors import ConversionError
 from ..metadata import Codelist
+from ..text import as_text
 from ..spec import Condition, Rule
 from . import derive
 
@@ -98,7 +99,7 @@ def evaluate_condition(cond: Condition, ctx: RuleContext, where: tuple) -> pd.Se
             raise ConversionError(f"condition uses variable '{cond.var}' before it is assigned",
                                   spec=ctx.spec_line(*where), dataset=ctx.domain, field=cond.var)
         values = ctx.out[cond.var]
-    text = values.map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else _text(v))
+    text = as_text(values)
     if cond.equals is not None:
         return text == _text(cond.equals)
     if cond.not_equals is not None:
@@ -112,15 +113,15 @@ def evaluate_rule(rule: Rule, ctx: RuleContext, where: tuple) -> pd.Series:
     """Evaluate one rule (kind, then recoding) into a Series aligned with ``ctx.rows``."""
     values = _base_value(rule, ctx, where)
     if rule.upper:
-        values = values.map(lambda v: v.upper() if isinstance(v, str) else v)
+        values = as_text(values).str.upper().astype(object)
     if rule.map is not None:
         values = _apply_map(values, rule, ctx, where)
     if rule.codelist is not None:
         _check_codelist(values, rule, ctx, where)
     if rule.type == "num":
-        text = values.map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
+        text = as_text(values)
         numbers = pd.to_numeric(text.replace("", None), errors="coerce")
-        bad = numbers.isna() & (text.astype(str) != "")
+        bad = numbers.isna() & (text != "")
         if bad.any():
             ctx.fail("value '{value}' is not a number", bad, rule.field, where)
         values = numbers.astype(float)
@@ -153,7 +154,7 @@ def _base_value(rule: Rule, ctx: RuleContext, where: tuple) -> pd.Series:
     if rule.concat is not None:
         result = pd.Series("", index=index, dtype=object)
         for i, part in enumerate(rule.concat):
-            piece = part if isinstance(part, str) else evaluate_rule(part, ctx, (*where, "concat", i)).map(_text)
+            piece = part if isinstance(part, str) else as_text(evaluate_rule(part, ctx, (*where, "concat", i)))
             result = result + piece
         return result
     if rule.date is not None:
@@ -203,7 +204,7 @@ def _derive_record_level(rule: Rule, ctx: RuleContext, where: tuple) -> pd.Serie
 
 def _apply_map(values: pd.Series, rule: Rule, ctx: RuleContext, where: tuple) -> pd.Series:
     lookup = {str(k).strip().upper(): _text(v) for k, v in rule.map.items()}
-    text = values.map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else _text(v))
+    text = as_text(values)
     mapped = text.str.strip().str.upper().map(lookup)
     unmapped = mapped.isna() & (text != "")
     if unmapped.any() and rule.codelist is None:

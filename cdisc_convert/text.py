@@ -1,0 +1,50 @@
+"""Fast helpers for columns of text: one code path, vectorised, used by engine and writers.
+
+Example:
+    >>> import pandas as pd
+    >>> as_text(pd.Series(["a", None, 3.0, 2.5], dtype=object)).tolist()
+    ['a', '', '3', '2.5']
+    >>> on_unique(pd.Series(["x", "y", "x"]), lambda u: u.str.upper()).tolist()
+    ['X', 'Y', 'X']
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+
+def _scalar_text(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "Y" if value else "N"
+    if isinstance(value, (float, np.floating)):
+        return f"{round(float(value), 8):.10g}"
+    return str(value)
+
+
+def on_unique(values: pd.Series, compute: Callable[[pd.Series], pd.Series | pd.DataFrame]):
+    """Apply ``compute`` once per distinct value and broadcast back (EDC columns repeat a lot:
+    one date per page becomes one date per transposed test)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    result = compute(pd.Series(uniques, dtype=object))
+    picked = result.iloc[codes]
+    return picked.set_axis(values.index)
+
+
+def as_text(values: pd.Series) -> pd.Series:
+    """Object Series of ``str``: missing -> ``""``, numbers without float noise (``3.0`` -> ``3``)."""
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind in ("string", "empty"):
+        return values.fillna("").astype(object)
+    return on_unique(values, lambda u: u.map(_scalar_text)).astype(object)
+
+
+def text_lengths(values: pd.Series) -> pd.Series:
+    """Length in UTF-8 bytes of each value (characters when the column is ASCII)."""
+    text = as_text(values)
+    if "".join(text.tolist()).isascii():
+        return text.str.len()
+    return text.map(lambda s: len(s.encode("utf-8")))
