@@ -62,6 +62,8 @@ def read_edc(study: StudyConfig, study_dir: Path, edc: Path | None = None, encod
     if not path.is_dir():
         raise ConversionError("EDC export not found", source=str(path))
     fmt = study.edc.format
+    if fmt == "csv" and not any(path.glob("*.csv")) and any([*path.glob("*.sas7bdat"), *path.glob("*.xpt")]):
+        fmt = "sas"  # a folder of SAS datasets passed with --edc
     if fmt == "odm" and study.edc.odm_file:
         odm = path / study.edc.odm_file
         return read_odm_forms(odm, keys), [odm]
@@ -197,7 +199,9 @@ def _build_datasets(run: Conversion, study: StudyConfig, md: Sdtmig, se: pd.Data
         datasets["SV"] = _dataset("SV", sv, md)
     for name, builder in (("TS", trial_design.trial_summary), ("TA", trial_design.trial_arms),
                           ("TE", trial_design.trial_elements), ("TV", trial_design.trial_visits)):
-        datasets[name] = _dataset(name, _sorted(builder(study), md.domain(name).keys), md)
+        frame = builder(study)
+        if len(frame):
+            datasets[name] = _dataset(name, _sorted(frame, md.domain(name).keys), md)
     return dict(sorted(datasets.items()))
 
 
@@ -216,10 +220,10 @@ def reconciliation(raw_forms: dict[str, pd.DataFrame], run: Conversion,
     rows = []
     for form in sorted(raw_forms):
         for src in raw_forms[form]["__src"]:
-            if src in reasons:
-                rows.append((form, src, "excluded", reasons[src]))
-            elif src in record_sources:
+            if src in record_sources:  # a row filtered out of one domain may still feed another
                 rows.append((form, src, "mapped", " ".join(sorted(record_sources[src]))))
+            elif src in reasons:
+                rows.append((form, src, "excluded", reasons[src]))
             else:
                 rows.append((form, src, "excluded", "form not mapped by any spec"))
     return pd.DataFrame(rows, columns=["form", "source", "status", "detail"])

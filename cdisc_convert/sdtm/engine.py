@@ -163,7 +163,9 @@ def map_domain_records(spec: DomainSpec, forms: dict[str, pd.DataFrame], study: 
         if rows is None:
             raise ConversionError(f"source form {source.form} is not in the EDC export",
                                   spec=spec.line_of("sources", i, "form"), dataset=spec.domain)
-        rows = _join(rows.copy(), source, forms, spec, i)
+        rows = rows.copy()
+        rows["__own_src"] = rows["__src"]
+        rows = _join(rows, source, forms, spec, i)
         rows["__field"] = ""
         rows["__form"] = source.form
         rows["__folder"] = rows[study.edc.folder_field] if study.edc.folder_field in rows.columns else ""
@@ -171,7 +173,7 @@ def map_domain_records(spec: DomainSpec, forms: dict[str, pd.DataFrame], study: 
             ctx = _context(spec, rows, pd.DataFrame(index=rows.index), study, codelists, source.form, run)
             keep = evaluate_condition(source.filter, ctx, ("sources", i, "filter"))
             reason = f"filter ({spec.domain}): {source.filter_reason or 'excluded by spec filter'}"
-            run.excluded += [Excluded(source.form, s, reason) for s in rows.loc[~keep, "__src"]]
+            run.excluded += [Excluded(source.form, s, reason) for s in rows.loc[~keep, "__own_src"]]
             rows = rows[keep].reset_index(drop=True)
         if source.tests:
             rows = transpose_findings(rows, source, spec, i)
@@ -240,10 +242,8 @@ def _standard_results(spec: DomainSpec, rows: pd.DataFrame, out: pd.DataFrame, m
 
 
 def derive_reference_dates(rule: Rule, frame: pd.DataFrame, run: Conversion, spec: DomainSpec, where) -> pd.Series:
-    """first_date/last_date: the earliest/latest ``of`` value per subject in another domain.
-
-    >>> # see tests/test_derivations.py::test_reference_dates_take_first_and_last_dose
-    """
+    """first_date/last_date: the earliest/latest ``of`` value per subject in another domain
+    (RFXSTDTC is the first EXSTDTC, RFXENDTC the last EXENDTC; tests/test_engine.py shows it)."""
     other = run.domains.get(rule.domain)
     if other is None or rule.of not in other.data.columns:
         raise ConversionError(f"derive: {rule.derive} needs {rule.domain}.{rule.of}, which is not mapped",

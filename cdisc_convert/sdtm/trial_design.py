@@ -21,7 +21,7 @@ def trial_summary(study: StudyConfig) -> pd.DataFrame:
     """
     rows = [{"STUDYID": study.studyid, "DOMAIN": "TS", "TSPARMCD": str(p["parmcd"]), "TSPARM": str(p["parm"]),
              "TSVAL": str(p["val"])} for p in study.trial_summary]
-    ts = pd.DataFrame(rows)
+    ts = pd.DataFrame(rows, columns=["STUDYID", "DOMAIN", "TSPARMCD", "TSPARM", "TSVAL"])
     ts["TSSEQ"] = (ts.groupby("TSPARMCD").cumcount() + 1).astype(float)
     return ts
 
@@ -75,7 +75,7 @@ def subject_elements(dm: pd.DataFrame, study: StudyConfig) -> pd.DataFrame:
                 start = "" if pd.isna(date) else (date + pd.Timedelta(days=e.start_offset_days)).strftime("%Y-%m-%d")
             starts.append((order, e, start))
         end_all = str(subject.get("RFPENDTC", "") or "")
-        starts = [s for s in starts if s[2] and (not end_all or s[2][:10] < end_all[:10])]
+        starts = [s for s in starts if s[2] and (not end_all or s[2][:10] <= end_all[:10])]
         for k, (order, e, start) in enumerate(starts):
             end = starts[k + 1][2] if k + 1 < len(starts) else end_all
             rows.append({"STUDYID": subject["STUDYID"], "DOMAIN": "SE", "USUBJID": subject["USUBJID"], "ETCD": e.etcd,
