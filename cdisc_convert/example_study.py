@@ -63,6 +63,10 @@ LAB_FORMS: dict[str, dict[str, tuple]] = {
     "LBELIG": {"HBA1C": (["%"], 5.8, 0.1, 1, 1), "GLUC": (["mmol/L"], 5.6, 0.15, 1, 1)},
 }
 ELIG_SEROLOGY = ["HIVAB", "HCVAB", "SYPHAB"]
+# Number of response choices of each SF-36 (RAND-36) item: 3 for physical functioning 3-12,
+# yes/no for role limitations 13-19, 6 for items 21 and 23-31, 5 for the rest.
+SF36_CHOICES = {i: 3 if 3 <= i <= 12 else 2 if 13 <= i <= 19 else 6 if i == 21 or 23 <= i <= 31 else 5
+                for i in range(1, 37)}
 
 # What each scheduled folder collects (study README, schedule of assessments).
 CYT_ONLY = {"D2", "D3", "D7", "D30", "D31", "D35", "D58", "D59", "D64"}
@@ -169,7 +173,7 @@ def _questionnaire_page(rng: random.Random, form: str, day: dt.date, wellbeing: 
     values = {"QSDAT": edc_date(day)}
     if form == "SF36":
         for item in range(1, 37):
-            top = 3 if 3 <= item <= 12 else (6 if item in (21, 22) or 23 <= item <= 31 else 5)
+            top = SF36_CHOICES[item]
             values[f"SF36_{item:02d}"] = str(min(top, max(1, round(top * wellbeing + rng.gauss(0, 0.8)))))
     elif form == "CLDQ":
         for item in range(1, 30):
