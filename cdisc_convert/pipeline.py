@@ -286,10 +286,78 @@ def _csv_text(frame: pd.DataFrame) -> str:
     return buf.getvalue()
 
 
+def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_dir: Path, created: str,
+                          studyid: str, progress: Callable[[str], None], timings: dict[str, float]
+                          ) -> dict[str, Dataset]:
+    """Derive the study's ADaM datasets (specs in ``STUDY/adam/``) and write them to ``adam_dir``."""
+    import time
+
+    from .adam.engine import derive_adam
+    from .adam.output import adam_dataset
+    from .adam.spec import load_adam_specs
+
+    specs = load_adam_specs(study_dir / "adam")
+    if not specs:
+        return {}
+    per_dataset: dict[str, float] = {}
+    frames = derive_adam(specs, sdtm, progress, per_dataset)
+    for name, seconds in per_dataset.items():
+        timings[f"adam_{name.lower()}"] = seconds
+    t = time.perf_counter()
+    adam_dir.mkdir(parents=True, exist_ok=True)
+    (adam_dir / "lineage").mkdir(exist_ok=True)
+    datasets = {}
+    for spec in specs:
+        ds, lineage = adam_dataset(spec, frames[spec.dataset])
+        progress(f"write {ds.name}")
+        write_xpt(ds, adam_dir, created)
+        write_dataset_json(ds, adam_dir, created, studyid, __version__)
+        (adam_dir / "lineage" / f"{ds.name.lower()}.csv").write_text(_csv_text(lineage), encoding="utf-8")
+        datasets[ds.name] = ds
+    timings["write_adam"] = time.perf_counter() - t
+    return datasets
+
+
+def read_sdtm_folder(folder: Path) -> dict[str, pd.DataFrame]:
+    """SDTM datasets from ``*.xpt`` files (for ``--adam-only``): character missing as ``""``."""
+    import pyreadstat
+
+    files = sorted(folder.glob("*.xpt"))
+    if not files:
+        raise ConversionError("no SDTM .xpt datasets found", source=str(folder))
+    out = {}
+    for path in files:
+        frame, _meta = pyreadstat.read_xport(str(path))
+        for col in frame.columns:
+            if frame[col].dtype.kind not in "fiu":
+                frame[col] = as_text(frame[col])
+        out[path.stem.upper()] = frame
+    return out
+
+
+def run_adam_only(study_dir: Path, out_dir: Path, sdtm_dir: Path | None = None,
+                  progress: Callable[[str], None] = lambda s: None) -> RunResult:
+    """Derive ADaM from an existing SDTM folder into ``out_dir/adam`` (replaced all or nothing)."""
+    import time
+
+    t0 = time.perf_counter()
+    study_dir, out_dir = Path(study_dir), Path(out_dir)
+    study = load_study_config(study_dir / STUDY_FILE)
+    sdtm = read_sdtm_folder(Path(sdtm_dir) if sdtm_dir else out_dir / "sdtm")
+    timings: dict[str, float] = {"read": time.perf_counter() - t0}
+    created = str(study.study.get("created", DEFAULT_CREATED))
+    with atomic_output(out_dir / "adam") as tmp:
+        datasets = derive_and_write_adam(study_dir, sdtm, tmp, created, study.studyid, progress, timings)
+        if not datasets:
+            raise ConversionError("the study has no ADaM specs (STUDY/adam/*.yaml)", source=str(study_dir))
+    timings["total"] = time.perf_counter() - t0
+    return RunResult(out_dir, datasets, [], [], timings, 0)
+
+
 def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding: str | None = None,
               progress: Callable[[str], None] = lambda s: None) -> RunResult:
-    """Convert a study: read, map, derive, write ``out_dir/sdtm`` plus manifest, lineage and
-    reconciliation, all or nothing."""
+    """Convert a study: read, map, derive, write ``out_dir/sdtm`` (and ``out_dir/adam`` when the
+    study has ADaM specs) plus manifest, lineage and reconciliation, all or nothing."""
     import time
 
     timings: dict[str, float] = {}
@@ -322,6 +390,8 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         lin_dir.mkdir()
         for name, frame in lineage.items():
             (lin_dir / f"{name.lower()}.csv").write_text(_csv_text(frame), encoding="utf-8")
+        adam = derive_and_write_adam(study_dir, {n: d.data for n, d in datasets.items()}, tmp / "adam", created,
+                                     study.studyid, progress, timings)
         (lin_dir / "rules.json").write_text(json.dumps(_rule_lineage(specs), indent=1, sort_keys=True) + "\n")
         (tmp / "metadata.json").write_text(json.dumps(variable_metadata(datasets, specs, load_sdtmig()), indent=1,
                                                       sort_keys=True) + "\n")
@@ -341,9 +411,9 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
             "inputs": [{"path": p.name, "sha256": _sha256(p), "bytes": p.stat().st_size} for p in input_files],
             "specs": [{"path": p.name, "sha256": _sha256(p)} for p in sorted(study_dir.glob("*.yaml"))],
             "datasets": {name: {"records": len(ds.data), "variables": len(ds.data.columns)}
-                         for name, ds in datasets.items()},
+                         for name, ds in {**datasets, **adam}.items()},
             "reconciliation": report["summary"],
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     timings["total"] = time.perf_counter() - t0
-    return RunResult(Path(out_dir), datasets, run.excluded, run.deviations, timings, len(recon))
+    return RunResult(Path(out_dir), {**datasets, **adam}, run.excluded, run.deviations, timings, len(recon))

@@ -42,6 +42,8 @@ class Condition(Strict):
     not_equals: Optional[Scalar] = None
     in_: Optional[list[Scalar]] = Field(None, alias="in")
     empty: Optional[bool] = None
+    at_least: Optional[float] = None
+    at_most: Optional[float] = None
     all: Optional[list["Condition"]] = None
     any: Optional[list["Condition"]] = None
     not_: Optional["Condition"] = Field(None, alias="not")
@@ -65,8 +67,9 @@ class Condition(Strict):
         if sum(combos) + target != 1:
             raise ValueError("a condition has exactly one of field, var, all, any, not")
         if target and [self.equals is not None, self.not_equals is not None, self.in_ is not None,
-                       self.empty is not None].count(True) != 1:
-            raise ValueError("a field/var condition needs exactly one of equals, not_equals, in, empty")
+                       self.empty is not None, self.at_least is not None or self.at_most is not None].count(True) != 1:
+            raise ValueError("a field/var condition needs exactly one of equals, not_equals, in, empty, "
+                             "at_least/at_most")
         return self
 
 

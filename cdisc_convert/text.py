@@ -16,8 +16,10 @@ import pandas as pd
 
 
 def _scalar_text(value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
         return ""
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d") if value == value.normalize() else value.isoformat()
     if isinstance(value, bool):
         return "Y" if value else "N"
     if isinstance(value, (float, np.floating)):

@@ -135,8 +135,11 @@ def write_dataset_json(ds: Dataset, folder: Path, created: str, study_oid: str, 
     """Write CDISC Dataset-JSON 1.1 (``<name>.json``): metadata, columns and rows."""
     columns = []
     for col in ds.data.columns:
-        kind = _json_type(col, ds.data[col])
+        fmt = ds.formats.get(col, "")
+        kind = "datetime" if fmt.startswith("DATETIME") else "date" if fmt.startswith("DATE") else _json_type(col, ds.data[col])
         entry = {"itemOID": f"IT.{ds.name}.{col}", "name": col, "label": ds.labels.get(col, ""), "dataType": kind}
+        if kind in ("date", "datetime"):
+            entry["targetDataType"] = "integer"  # a SAS numeric date/datetime in the XPT
         if kind == "string":
             entry["length"] = max(1, int(ds.data[col].fillna("").astype(str).str.len().max() or 1))
         if col in ds.keys:
@@ -145,7 +148,12 @@ def write_dataset_json(ds: Dataset, folder: Path, created: str, study_oid: str, 
     values = []
     for col, entry in zip(ds.data.columns, columns):
         series = ds.data[col]
-        if entry["dataType"] == "string":
+        if entry["dataType"] in ("date", "datetime"):
+            unit = "D" if entry["dataType"] == "date" else "s"
+            stamps = pd.Timestamp("1960-01-01") + pd.to_timedelta(series, unit=unit)
+            iso = stamps.dt.strftime("%Y-%m-%d" if unit == "D" else "%Y-%m-%dT%H:%M:%S")
+            values.append([None if v != v else v for v in iso.tolist()])
+        elif entry["dataType"] == "string":
             values.append(as_text(series).tolist())
         else:
             cast = int if entry["dataType"] == "integer" else float

@@ -99,6 +99,14 @@ def evaluate_condition(cond: Condition, ctx: RuleContext, where: tuple) -> pd.Se
             raise ConversionError(f"condition uses variable '{cond.var}' before it is assigned",
                                   spec=ctx.spec_line(*where), dataset=ctx.domain, field=cond.var)
         values = ctx.out[cond.var]
+    if cond.at_least is not None or cond.at_most is not None:
+        number = pd.to_numeric(values, errors="coerce")
+        result = number.notna()
+        if cond.at_least is not None:
+            result &= number >= cond.at_least
+        if cond.at_most is not None:
+            result &= number <= cond.at_most
+        return result
     text = as_text(values)
     if cond.equals is not None:
         return text == _text(cond.equals)

@@ -1,0 +1,83 @@
+"""ADaM datasets as written: the spec's variables in its order, with labels from the ADaMIG
+facts (``metadata/adamig.yaml``) or the spec, numeric SAS dates with DATE9./DATETIME20. formats.
+
+Example:
+    >>> sas_date(pd.Series(pd.to_datetime(["1960-01-01", "2024-01-08", None]))).tolist()
+    [0.0, 23383.0, nan]
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+from ruamel.yaml import YAML
+
+from ..errors import ConversionError
+from ..metadata import HERE
+from ..text import as_text
+from ..writers import Dataset
+from .derive import SRC
+from .spec import AdamSpec
+
+SAS_EPOCH = pd.Timestamp("1960-01-01")
+
+
+@lru_cache(maxsize=None)
+def load_adamig(path: Path = HERE / "adamig.yaml") -> dict[str, tuple[str, str]]:
+    """ADaMIG variable name -> (label, type)."""
+    raw = YAML(typ="safe").load(path.read_text())
+    return {v[0]: (v[1], v[2]) for v in raw["variables"]}
+
+
+def sas_date(values: pd.Series) -> pd.Series:
+    """datetime64 -> SAS date (days since 1960-01-01)."""
+    return ((pd.to_datetime(values).dt.normalize() - SAS_EPOCH).dt.days).astype(float)
+
+
+def sas_datetime(values: pd.Series) -> pd.Series:
+    """datetime64 -> SAS datetime (seconds since 1960-01-01T00:00:00)."""
+    return ((pd.to_datetime(values) - SAS_EPOCH).dt.total_seconds()).astype(float)
+
+
+def adam_dataset(spec: AdamSpec, frame: pd.DataFrame) -> tuple[Dataset, pd.DataFrame]:
+    """The dataset to write, and its lineage (keys + source records)."""
+    adamig = load_adamig()
+    labels, formats, columns = {}, {}, {}
+    for i, var in enumerate(spec.variables):
+        name = var if isinstance(var, str) else var.name
+        label = (None if isinstance(var, str) else var.label) or adamig.get(name, (None,))[0]
+        if label is None:
+            raise ConversionError(f"variable {name} is not an ADaMIG variable this project knows; give it a label "
+                                  f"in the spec", dataset=spec.dataset, field=name, spec=spec.line_of("variables", i))
+        if name not in frame.columns:
+            raise ConversionError(f"variable {name} is listed but no step derives it", dataset=spec.dataset,
+                                  field=name, spec=spec.line_of("variables", i))
+        values = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            is_dtm = name.endswith("DTM")
+            columns[name] = sas_datetime(values) if is_dtm else sas_date(values)
+            formats[name] = "DATETIME20." if is_dtm else "DATE9."
+        elif values.dtype.kind in "fiub":
+            columns[name] = values.astype(float)
+        elif adamig.get(name, ("", "Char"))[1] == "Num":
+            columns[name] = pd.to_numeric(values, errors="coerce").astype(float)
+        else:
+            columns[name] = as_text(values)
+        labels[name] = label
+    data = pd.DataFrame(columns, index=frame.index)
+    keys = [k for k in spec.keys if k in data.columns]
+    order = data.sort_values(keys, kind="stable").index if keys else data.index
+    data = data.loc[order].reset_index(drop=True)
+    lineage = data[keys].copy()
+    for k in keys:
+        lineage[k] = as_text(lineage[k])
+    lineage["source"] = as_text(frame.loc[order, SRC]).values if SRC in frame.columns else ""
+    return Dataset(spec.dataset, spec.label, data, labels, keys, keys, formats), lineage
+
+
+def json_value_types(ds: Dataset) -> dict[str, str]:
+    """Dataset-JSON dataType of formatted date columns."""
+    return {c: ("datetime" if f.startswith("DATETIME") else "date") for c, f in ds.formats.items()}
+
+
