@@ -20,12 +20,16 @@ console = Console(stderr=True, highlight=False)
 
 
 def _cmd_run(args) -> int:
-    from .pipeline import run_study
+    from .pipeline import run_adam_only, run_study
 
     with console.status("starting") as status:
-        result = run_study(Path(args.study_dir), Path(args.out), edc=Path(args.edc) if args.edc else None,
-                           encoding=args.encoding, progress=lambda msg: status.update(msg))
-    table = Table(title=f"SDTM written to {result.out_dir / 'sdtm'}")
+        if args.adam_only:
+            result = run_adam_only(Path(args.study_dir), Path(args.out), Path(args.sdtm) if args.sdtm else None,
+                                   progress=lambda msg: status.update(msg))
+        else:
+            result = run_study(Path(args.study_dir), Path(args.out), edc=Path(args.edc) if args.edc else None,
+                               encoding=args.encoding, progress=lambda msg: status.update(msg))
+    table = Table(title=f"Datasets written to {result.out_dir}")
     table.add_column("dataset")
     table.add_column("records", justify="right")
     table.add_column("variables", justify="right")
@@ -35,6 +39,9 @@ def _cmd_run(args) -> int:
     reasons: dict[str, int] = {}
     for e in result.excluded:
         reasons[e.reason] = reasons.get(e.reason, 0) + 1
+    if args.adam_only:
+        console.print("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+        return 0
     console.print(f"source rows: {result.source_rows}; excluded: "
                   + (", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none")
                   + f" (see {result.out_dir / 'reconciliation.csv'})")
@@ -68,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", required=True, help="output folder (replaced only when the whole run succeeds)")
     run.add_argument("--edc", help="EDC export to read instead of the one study.yaml names (CSV folder or ODM .xml)")
     run.add_argument("--encoding", help="CSV encoding, e.g. latin-1 (default: the config's, utf-8 with or without BOM)")
+    run.add_argument("--adam-only", action="store_true",
+                     help="derive ADaM from an existing SDTM folder (OUT/sdtm, or --sdtm) into OUT/adam")
+    run.add_argument("--sdtm", help="with --adam-only: the folder of SDTM .xpt files (default: OUT/sdtm)")
     run.set_defaults(func=_cmd_run)
     ex = sub.add_parser("example", help="write the example study (specs + generated EDC export)")
     ex.add_argument("--subjects", type=int, default=18)
