@@ -443,8 +443,10 @@ def write_example_study(out_dir: Path, n_subjects: int = 18, seed: int = 2023071
     import shutil
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for spec in sorted(STUDY_DIR.glob("*.yaml")):
-        shutil.copyfile(spec, out_dir / spec.name)
+    for spec in sorted([*STUDY_DIR.glob("*.yaml"), *STUDY_DIR.glob("adam/*.yaml")]):
+        target = out_dir / spec.relative_to(STUDY_DIR)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(spec, target)
     export = generate_example_export(n_subjects, seed)
     write_csv_export(export, out_dir / "edc")
     if odm:

@@ -308,7 +308,7 @@ def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_d
     (adam_dir / "lineage").mkdir(exist_ok=True)
     datasets = {}
     for spec in specs:
-        ds, lineage = adam_dataset(spec, frames[spec.dataset])
+        ds, lineage = adam_dataset(spec, frames.pop(spec.dataset))
         progress(f"write {ds.name}")
         write_xpt(ds, adam_dir, created)
         write_dataset_json(ds, adam_dir, created, studyid, __version__)
@@ -372,6 +372,8 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
     run, datasets, _se = convert_sdtm(study, specs, raw_forms, progress)
     lineage, used = _lineage(datasets, run)
     recon = reconciliation(raw_forms, run, used)
+    run.domains.clear()  # the typed datasets carry on; the working frames are no longer needed
+    del raw_forms
     timings["map_and_derive"] = time.perf_counter() - t1
     created = str(study.study.get("created", DEFAULT_CREATED))
     t2 = time.perf_counter()

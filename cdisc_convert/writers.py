@@ -145,30 +145,42 @@ def write_dataset_json(ds: Dataset, folder: Path, created: str, study_oid: str, 
         if col in ds.keys:
             entry["keySequence"] = ds.keys.index(col) + 1
         columns.append(entry)
-    values = []
-    for col, entry in zip(ds.data.columns, columns):
-        series = ds.data[col]
-        if entry["dataType"] in ("date", "datetime"):
-            unit = "D" if entry["dataType"] == "date" else "s"
-            stamps = pd.Timestamp("1960-01-01") + pd.to_timedelta(series, unit=unit)
-            iso = stamps.dt.strftime("%Y-%m-%d" if unit == "D" else "%Y-%m-%dT%H:%M:%S")
-            values.append([None if v != v else v for v in iso.tolist()])
-        elif entry["dataType"] == "string":
-            values.append(as_text(series).tolist())
-        else:
-            cast = int if entry["dataType"] == "integer" else float
-            values.append([None if v != v else cast(v) for v in series.astype(float).tolist()])
-    rows = [list(r) for r in zip(*values)] if values else []
     doc = {
         "datasetJSONCreationDateTime": created, "datasetJSONVersion": "1.1.0",
         "fileOID": f"{study_oid}.{ds.name}", "originator": "cdisc_convert",
         "sourceSystem": {"name": "cdisc_convert", "version": version},
         "studyOID": study_oid, "metaDataVersionOID": f"MDV.{study_oid}", "itemGroupOID": f"IG.{ds.name}",
-        "records": len(rows), "name": ds.name, "label": ds.label, "columns": columns, "rows": rows,
+        "records": len(ds.data), "name": ds.name, "label": ds.label, "columns": columns, "rows": [],
     }
+    head = json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
+    assert head.endswith('"rows":[]}')
     path = folder / f"{ds.name.lower()}.json"
-    path.write_text(json.dumps(doc, ensure_ascii=True, separators=(",", ":")) + "\n", encoding="ascii")
+    # rows are written in chunks so that a million-record dataset never becomes one Python list
+    with path.open("w", encoding="ascii") as fh:
+        fh.write(head[:-2])
+        for start in range(0, len(ds.data), JSON_CHUNK_ROWS):
+            chunk = ds.data.iloc[start:start + JSON_CHUNK_ROWS]
+            rows = [list(r) for r in zip(*(_json_column(chunk[c], e["dataType"]) for c, e in zip(chunk.columns, columns)))]
+            text = json.dumps(rows, ensure_ascii=True, separators=(",", ":"))[1:-1]
+            fh.write(("," if start else "") + text)
+        fh.write("]}\n")
     return path
+
+
+JSON_CHUNK_ROWS = 100_000
+
+
+def _json_column(series: pd.Series, kind: str) -> list:
+    """One column's values as JSON-ready Python values (ISO text for SAS dates)."""
+    if kind in ("date", "datetime"):
+        unit = "D" if kind == "date" else "s"
+        stamps = pd.Timestamp("1960-01-01") + pd.to_timedelta(series, unit=unit)
+        iso = stamps.dt.strftime("%Y-%m-%d" if unit == "D" else "%Y-%m-%dT%H:%M:%S")
+        return [None if v != v else v for v in iso.tolist()]
+    if kind == "string":
+        return as_text(series).tolist()
+    cast = int if kind == "integer" else float
+    return [None if v != v else cast(v) for v in series.astype(float).tolist()]
 
 
 @contextlib.contextmanager

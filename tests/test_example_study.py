@@ -61,7 +61,7 @@ def test_example_command_writes_a_runnable_study(tmp_path):
     out = tmp_path / "study"
     subprocess.run([sys.executable, "-m", "cdisc_convert.cli", "example", "--subjects", "6", "--out", str(out)],
                    check=True, capture_output=True, cwd=REPO)
-    assert (out / "study.yaml").exists() and (out / "edc" / "dm.csv").exists()
+    assert (out / "study.yaml").exists() and (out / "edc" / "dm.csv").exists() and (out / "adam" / "adsl.yaml").exists()
     subprocess.run([sys.executable, "-m", "cdisc_convert.cli", "run", str(out), "--out", str(out / "out")], check=True,
                    capture_output=True)
     assert (out / "out" / "sdtm" / "dm.xpt").exists()
