@@ -63,3 +63,30 @@ def test_codelist_codes_and_terms_match_the_ct_package():
         assert cl.code in text, cl.name
         for term in cl.terms:
             assert term in text, (cl.name, term)
+
+
+def test_adamig_names_and_labels_fit_xpt_v5():
+    from cdisc_convert.adam.output import load_adamig
+    for name, (label, kind) in load_adamig().items():
+        assert len(name) <= 8 and len(label) <= 40 and label.isascii() and kind in ("Char", "Num"), name
+
+
+def test_adam_spec_labels_fit_xpt_v5():
+    from cdisc_convert.adam.spec import load_adam_specs
+    from conftest import STUDY
+    for spec in load_adam_specs(STUDY / "adam"):
+        assert len(spec.dataset) <= 8 and len(spec.label) <= 40
+        for var in spec.variables:
+            if not isinstance(var, str) and var.label:
+                assert len(var.name) <= 8 and len(var.label) <= 40, var.name
+
+
+@pytest.mark.skipif(not STANDARDS.exists(), reason="../shared/standards has not arrived yet")
+def test_adam_labels_match_the_published_adamig():
+    sources = [p for p in STANDARDS.rglob("*") if p.is_file() and "adam" in p.name.lower()]
+    if not sources:
+        pytest.skip("no ADaMIG metadata file in ../shared/standards")
+    from cdisc_convert.adam.output import load_adamig
+    text = "\n".join(p.read_text(errors="replace") for p in sources)
+    missing = [n for n, (label, _k) in load_adamig().items() if label not in text]
+    assert not missing, missing[:20]
