@@ -28,7 +28,8 @@ def _cmd_run(args) -> int:
                                    progress=lambda msg: status.update(msg))
         else:
             result = run_study(Path(args.study_dir), Path(args.out), edc=Path(args.edc) if args.edc else None,
-                               encoding=args.encoding, progress=lambda msg: status.update(msg))
+                               encoding=args.encoding, progress=lambda msg: status.update(msg),
+                               stylesheet=Path(args.stylesheet) if args.stylesheet else None)
     table = Table(title=f"Datasets written to {result.out_dir}")
     table.add_column("dataset")
     table.add_column("records", justify="right")
@@ -48,6 +49,14 @@ def _cmd_run(args) -> int:
     if result.deviations:
         console.print(f"[yellow]{len(result.deviations)} deviation(s) reported in {result.out_dir / 'report.json'}[/]")
     console.print("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+    return 0
+
+
+def _cmd_define(args) -> int:
+    from .pipeline import run_define
+
+    for path in run_define(Path(args.study_dir), Path(args.out), Path(args.stylesheet) if args.stylesheet else None):
+        console.print(f"{path} (schema-valid Define-XML 2.1) and {path.with_suffix('.html')}")
     return 0
 
 
@@ -78,7 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--adam-only", action="store_true",
                      help="derive ADaM from an existing SDTM folder (OUT/sdtm, or --sdtm) into OUT/adam")
     run.add_argument("--sdtm", help="with --adam-only: the folder of SDTM .xpt files (default: OUT/sdtm)")
+    run.add_argument("--stylesheet", help="XSLT for define.html (e.g. the CDISC Define-XML 2.1 stylesheet); "
+                                          "default: the project's own template")
     run.set_defaults(func=_cmd_run)
+    de = sub.add_parser("define", help="write define.xml + define.html for the datasets already in OUT")
+    de.add_argument("study_dir")
+    de.add_argument("--out", required=True, help="the run's output folder (holding sdtm/ and adam/)")
+    de.add_argument("--stylesheet", help="XSLT for define.html instead of the project's own template")
+    de.set_defaults(func=_cmd_define)
     ex = sub.add_parser("example", help="write the example study (specs + generated EDC export)")
     ex.add_argument("--subjects", type=int, default=18)
     ex.add_argument("--seed", type=int, default=20230717)

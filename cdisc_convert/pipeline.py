@@ -354,8 +354,17 @@ def run_adam_only(study_dir: Path, out_dir: Path, sdtm_dir: Path | None = None,
     return RunResult(out_dir, datasets, [], [], timings, 0)
 
 
+def run_define(study_dir: Path, out_dir: Path, stylesheet: Path | None = None) -> list[Path]:
+    """``cdisc-convert define``: Define-XML for the datasets already in ``out_dir``."""
+    from .define_xml import write_study_defines
+
+    study = load_study_config(Path(study_dir) / STUDY_FILE)
+    created = str(study.study.get("created", DEFAULT_CREATED))
+    return write_study_defines(Path(study_dir), Path(out_dir), study, created, stylesheet)
+
+
 def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding: str | None = None,
-              progress: Callable[[str], None] = lambda s: None) -> RunResult:
+              progress: Callable[[str], None] = lambda s: None, stylesheet: Path | None = None) -> RunResult:
     """Convert a study: read, map, derive, write ``out_dir/sdtm`` (and ``out_dir/adam`` when the
     study has ADaM specs) plus manifest, lineage and reconciliation, all or nothing."""
     import time
@@ -394,6 +403,12 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
             (lin_dir / f"{name.lower()}.csv").write_text(_csv_text(frame), encoding="utf-8")
         adam = derive_and_write_adam(study_dir, {n: d.data for n, d in datasets.items()}, tmp / "adam", created,
                                      study.studyid, progress, timings)
+        progress("define.xml")
+        t4 = time.perf_counter()
+        from .define_xml import from_datasets, write_study_defines
+        write_study_defines(study_dir, tmp, study, created, stylesheet, from_datasets(datasets),
+                            from_datasets(adam) if adam else None)
+        timings["define"] = time.perf_counter() - t4
         (lin_dir / "rules.json").write_text(json.dumps(_rule_lineage(specs), indent=1, sort_keys=True) + "\n")
         (tmp / "metadata.json").write_text(json.dumps(variable_metadata(datasets, specs, load_sdtmig()), indent=1,
                                                       sort_keys=True) + "\n")

@@ -121,6 +121,7 @@ class Rule(Strict):
     codelist: Optional[str] = None
     upper: bool = False
     type: Optional[Literal["num", "char"]] = None
+    comment: Optional[str] = None  # shown in define.xml as a CommentDef
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -243,6 +244,7 @@ class DomainSpec(Strict):
 
     domain: str
     label: Optional[str] = None
+    comment: Optional[str] = None
     sources: list[Source]
     variables: dict[str, Rule]
     conversions: list[Conversion] = []
@@ -309,8 +311,18 @@ class EdcConfig(Strict):
     screen_failure_form: Optional[str] = None
 
 
+class DocumentDef(Strict):
+    """A document define.xml links to (annotated CRF, reviewer's guide), relative to the output."""
+
+    id: str
+    title: str
+    href: str
+    type: Literal["acrf", "supplemental"] = "supplemental"
+
+
 class StudyConfig(Strict):
     study: dict[str, Scalar]
+    documents: list[DocumentDef] = []
     edc: EdcConfig
     constants: dict[str, Scalar] = {}
     arms: list[ArmDef]

@@ -241,12 +241,16 @@ Step = Annotated[Union[Start, Merge, MergeSupp, Count, Copy, Assign, Recode, Con
 class AdamVariable(Strict):
     name: str
     label: Optional[str] = None
+    comment: Optional[str] = None
 
 
 class AdamSpec(Strict):
     dataset: str
     label: str
     structure: str = ""
+    class_: str = Field("BASIC DATA STRUCTURE", alias="class")
+    subclass: Optional[str] = None
+    comment: Optional[str] = None
     keys: list[str]
     steps: list[Step]
     variables: list[Union[str, AdamVariable]]

@@ -38,6 +38,7 @@ class DomainMeta:
     cls: str
     keys: tuple[str, ...]
     variables: tuple[VariableMeta, ...]
+    structure: str = ""
 
     def variable(self, name: str) -> VariableMeta | None:
         return next((v for v in self.variables if v.name == name), None)
@@ -54,6 +55,7 @@ class Codelist:
     extensible: bool
     terms: list[str] = field(default_factory=list)
     source: str = "CDISC"
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ class Sdtmig:
         """Metadata of a domain; SUPP-- datasets share SUPPQUAL's."""
         if name.startswith("SUPP") and name not in self.domains:
             base = self.domains["SUPPQUAL"]
-            return DomainMeta(name, f"Supplemental Qualifiers for {name[4:]}", base.cls, base.keys, base.variables)
+            return DomainMeta(name, f"Supplemental Qualifiers for {name[4:]}", base.cls, base.keys, base.variables,
+                              base.structure)
         return self.domains[name]
 
 
@@ -75,7 +78,7 @@ def load_sdtmig(path: Path = HERE / "sdtmig.yaml") -> Sdtmig:
     domains = {}
     for name, d in raw["domains"].items():
         variables = tuple(VariableMeta(v[0], v[1], v[2], v[3], v[4], i + 1) for i, v in enumerate(d["variables"]))
-        domains[name] = DomainMeta(name, d["label"], d["class"], tuple(d["keys"]), variables)
+        domains[name] = DomainMeta(name, d["label"], d["class"], tuple(d["keys"]), variables, d.get("structure", ""))
     return Sdtmig(str(raw["version"]), domains)
 
 
@@ -83,4 +86,10 @@ def load_sdtmig(path: Path = HERE / "sdtmig.yaml") -> Sdtmig:
 def load_ct(path: Path = HERE / "ct.yaml") -> dict[str, Codelist]:
     raw = YAML(typ="safe").load(path.read_text())["codelists"]
     return {name: Codelist(name, str(c.get("code", "")), bool(c["extensible"]), [str(t) for t in c["terms"]],
-                           c.get("source", "CDISC")) for name, c in raw.items()}
+                           c.get("source", "CDISC"), str(c.get("label", name))) for name, c in raw.items()}
+
+
+@lru_cache(maxsize=None)
+def ct_version(path: Path = HERE / "ct.yaml") -> str:
+    """The CDISC CT package date the codelist facts were written from."""
+    return str(YAML(typ="safe").load(path.read_text()).get("version", ""))
