@@ -431,15 +431,14 @@ def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[s
     stds.Standard.append(D.Standard(OID="STD.CT", Name="CDISC/NCI", Type="CT", PublishingSet="SDTM",
                                     Version=ct_version(), Status="Final"))
     mdv.Standards = stds
-    for doc in study.documents:
-        holder = D.AnnotatedCRF if doc.type == "acrf" else D.SupplementalDoc
-        h = holder()
-        h.DocumentRef.append(D.DocumentRef(leafID=f"LF.{doc.id}"))
-        if doc.type == "acrf":
-            mdv.AnnotatedCRF = h
-        else:
-            mdv.SupplementalDoc = h
     acrf = next((d for d in study.documents if d.type == "acrf"), None)
+    if acrf is not None:
+        mdv.AnnotatedCRF = D.AnnotatedCRF(DocumentRef=D.DocumentRef(leafID=f"LF.{acrf.id}"))
+    supplemental = [d for d in study.documents if d.type != "acrf"]
+    if supplemental:
+        mdv.SupplementalDoc = D.SupplementalDoc()
+        for doc in supplemental:
+            _add_document_ref(mdv.SupplementalDoc, D.DocumentRef(leafID=f"LF.{doc.id}"))
 
     used_codelists: dict[str, set[str]] = {}
     decodes: dict[str, dict[str, str]] = {}
@@ -555,6 +554,14 @@ def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[s
     body = etree.tostring(tree.getroot(), pretty_print=True, encoding="utf-8")
     return (b'<?xml version="1.0" encoding="UTF-8"?>\n'
             b'<?xml-stylesheet type="text/xsl" href="define2-1.xsl"?>\n' + body)
+
+
+def _add_document_ref(holder, ref) -> None:
+    """odmlib models SupplementalDoc's DocumentRef as one object or as a list, by version."""
+    if isinstance(getattr(holder, "DocumentRef", None), list):
+        holder.DocumentRef.append(ref)
+    else:
+        holder.DocumentRef = ref
 
 
 def _values_of(meta: DatasetMeta, var: str):

@@ -198,3 +198,22 @@ def test_define_html_in_headless_chromium_links_each_dataset_to_its_variables(ex
     subprocess.run([browser, *flags, "--window-size=1200,900", f"--screenshot={shot}", page],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_documents_and_comments_from_config_and_specs(study_copy, tmp_path):
+    (study_copy / "study.yaml").write_text((study_copy / "study.yaml").read_text() + (
+        "\ndocuments:\n  - {id: acrf, title: Annotated CRF, href: ../acrf.pdf, type: acrf}\n"
+        "  - {id: csdrg, title: Reviewer's Guide, href: ../csdrg.pdf}\n"))
+    spec = study_copy / "ae.yaml"
+    spec.write_text(spec.read_text().replace("AETERM: {field: AETERM}",
+                                             "AETERM: {field: AETERM, comment: Verbatim as entered by the site}"))
+    run_study(study_copy, tmp_path / "out")
+    doc = parse(tmp_path / "out" / "sdtm" / "define.xml")
+    leaves = {l.get("ID"): l.get(f"{{{NS['xlink']}}}href") for l in doc.findall(".//odm:MetaDataVersion/def:leaf", NS)}
+    assert leaves == {"LF.acrf": "../acrf.pdf", "LF.csdrg": "../csdrg.pdf"}
+    assert doc.find(".//def:AnnotatedCRF/def:DocumentRef", NS).get("leafID") == "LF.acrf"
+    origin = doc.find(".//odm:ItemDef[@OID='IT.AE.AETERM']/def:Origin", NS)
+    assert origin.find("def:DocumentRef", NS).get("leafID") == "LF.acrf"
+    comment_oid = doc.find(".//odm:ItemDef[@OID='IT.AE.AETERM']", NS).get(f"{{{NS['def']}}}CommentOID")
+    comment = doc.find(f".//def:CommentDef[@OID='{comment_oid}']/odm:Description/odm:TranslatedText", NS)
+    assert comment.text == "Verbatim as entered by the site"
