@@ -60,6 +60,23 @@ def _cmd_define(args) -> int:
     return 0
 
 
+def _cmd_validate(args) -> int:
+    from .validate import validate_folder
+    from .validate.report import write_reports
+
+    result = validate_folder(Path(args.folder), define=Path(args.define) if args.define else None,
+                             ct=Path(args.ct) if args.ct else None,
+                             study_dir=Path(args.study) if args.study else None,
+                             accepted=Path(args.accepted) if args.accepted else None,
+                             baseline=Path(args.baseline) if args.baseline else None)
+    out = write_reports(result, Path(args.out))
+    counts = {s: result.count(s) for s in ("error", "warning", "info")}
+    console.print(f"{result.kind} datasets in {args.folder}: {counts['error']} error(s), {counts['warning']} "
+                  f"warning(s), {counts['info']} note(s); reports in {out} (report.html, report.json, report.csv, "
+                  f"junit.xml)")
+    return result.exit_code(args.fail_on)
+
+
 def _cmd_example(args) -> int:
     from .example_study import write_example_study
 
@@ -95,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     de.add_argument("--out", required=True, help="the run's output folder (holding sdtm/ and adam/)")
     de.add_argument("--stylesheet", help="XSLT for define.html instead of the project's own template")
     de.set_defaults(func=_cmd_define)
+    va = sub.add_parser("validate", help="check SDTM or ADaM datasets: CT, visit windows, conformance")
+    va.add_argument("folder", help="folder of .xpt (or Dataset-JSON) datasets")
+    va.add_argument("--define", help="define.xml to check against (default: FOLDER/define.xml when present)")
+    va.add_argument("--ct", help="CDISC CT package in NCI EVS tab-delimited format (file or folder)")
+    va.add_argument("--out", default="validation-report", help="report folder (default: validation-report)")
+    va.add_argument("--study", help="study folder, for the ADaM analysis windows of its specs")
+    va.add_argument("--fail-on", choices=["error", "warning"], help="exit 1 when findings at or above this severity")
+    va.add_argument("--baseline", help="last report.json: mark findings new, persisting or fixed")
+    va.add_argument("--accepted", help="YAML list of accepted findings (rule, dataset, variable, value, justification)")
+    va.set_defaults(func=_cmd_validate)
     ex = sub.add_parser("example", help="write the example study (specs + generated EDC export)")
     ex.add_argument("--subjects", type=int, default=18)
     ex.add_argument("--seed", type=int, default=20230717)

@@ -263,7 +263,7 @@ def _enrolled_subject(rng, b: _SubjectBuilder, screen, cohort, role, schedule) -
         study_day = planned if lo == hi else rng.randint(lo, hi)
         if role == "late_visit" and folder == "W12":
             study_day = hi + 4  # out of window
-        date = day1 + dt.timedelta(days=study_day - 1)
+        date = day1 + dt.timedelta(days=study_day - 1 if study_day > 0 else study_day)  # no day 0
         drift = 1 - 0.15 * min(1.0, max(0, study_day) / 200)
         _visit_pages(rng, b, folder, date, None, unit_index, drift, min(0.9, wellbeing + study_day / 2000), study_day)
         if unscheduled and folder == "D7":

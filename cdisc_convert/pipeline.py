@@ -370,6 +370,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
     import time
 
     timings: dict[str, float] = {}
+    validation: dict[str, dict[str, int]] = {}
     t0 = time.perf_counter()
     study_dir = Path(study_dir)
     study = load_study_config(study_dir / STUDY_FILE)
@@ -409,6 +410,17 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         write_study_defines(study_dir, tmp, study, created, stylesheet, from_datasets(datasets),
                             from_datasets(adam) if adam else None)
         timings["define"] = time.perf_counter() - t4
+        progress("validate")
+        t5 = time.perf_counter()
+        from .validate import validate_folder
+        from .validate.report import write_reports
+        for folder in ("sdtm", "adam"):
+            if (tmp / folder).is_dir():
+                checked = validate_folder(tmp / folder, study_dir=study_dir, reference_folder=tmp / "sdtm")
+                checked.folder = Path(out_dir) / folder
+                write_reports(checked, tmp / "validation" / folder)
+                validation[folder] = {s: checked.count(s) for s in ("error", "warning", "info")}
+        timings["validate"] = time.perf_counter() - t5
         (lin_dir / "rules.json").write_text(json.dumps(_rule_lineage(specs), indent=1, sort_keys=True) + "\n")
         (tmp / "metadata.json").write_text(json.dumps(variable_metadata(datasets, specs, load_sdtmig()), indent=1,
                                                       sort_keys=True) + "\n")
@@ -430,6 +442,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
             "datasets": {name: {"records": len(ds.data), "variables": len(ds.data.columns)}
                          for name, ds in {**datasets, **adam}.items()},
             "reconciliation": report["summary"],
+            "validation": validation,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     timings["total"] = time.perf_counter() - t0
