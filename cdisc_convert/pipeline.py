@@ -417,7 +417,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         for folder in ("sdtm", "adam"):
             if (tmp / folder).is_dir():
                 checked = validate_folder(tmp / folder, study_dir=study_dir, reference_folder=tmp / "sdtm")
-                checked.folder = Path(out_dir) / folder
+                checked.folder = Path(folder)  # relative: the report does not depend on where OUT is
                 write_reports(checked, tmp / "validation" / folder)
                 validation[folder] = {s: checked.count(s) for s in ("error", "warning", "info")}
         timings["validate"] = time.perf_counter() - t5

@@ -1,0 +1,226 @@
+"""The validator on the example study's output and on deliberately broken copies of it."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyreadstat
+import pytest
+
+from cdisc_convert.errors import ConversionError
+from cdisc_convert.validate import validate_folder
+from cdisc_convert.validate.ct_package import read_evs_package
+
+KEY = ["rule", "dataset", "variable", "record", "usubjid", "value"]
+
+
+@pytest.fixture(scope="module")
+def clean(example_out):
+    return validate_folder(example_out / "sdtm").findings
+
+
+def test_example_output_has_no_error_findings(example_out, clean):
+    assert (clean.severity == "error").sum() == 0
+    adam = validate_folder(example_out / "adam", study_dir=Path(__file__).parent.parent / "mappings" / "nct05948982")
+    assert (adam.findings.severity == "error").sum() == 0
+
+
+def test_the_deliberate_out_of_window_visit_is_reported_with_days_out(clean):
+    late = clean[(clean.rule == "VW0002") & (clean.message.str.contains("WEEK 12"))]
+    assert len(late) > 0 and (late.days_out == 4).all()
+
+
+def rewrite(folder: Path, name: str, change) -> None:
+    path = folder / f"{name.lower()}.xpt"
+    frame, meta = pyreadstat.read_xport(str(path))
+    for col in frame.columns:
+        if frame[col].dtype.kind not in "fiu":
+            frame[col] = frame[col].fillna("").astype(object)
+    frame = change(frame)
+    pyreadstat.write_xport(frame, str(path), file_label=meta.file_label, table_name=meta.table_name,
+                           column_labels=meta.column_names_to_labels, file_format_version=5)
+
+
+def broken_copy(example_out, tmp_path) -> Path:
+    folder = tmp_path / "sdtm"
+    shutil.copytree(example_out / "sdtm", folder)
+    return folder
+
+
+def new_findings(clean, folder):
+    after = validate_folder(folder).findings
+    merged = after[KEY].astype(str).merge(clean[KEY].astype(str).drop_duplicates(), how="left", indicator=True)
+    added = after[(merged["_merge"] == "left_only").to_numpy()]
+    gone = clean[KEY].astype(str).merge(after[KEY].astype(str).drop_duplicates(), how="left", indicator=True)
+    return added, int((gone["_merge"] == "left_only").sum())
+
+
+def set_cell(frame, row, col, value):
+    frame.loc[row, col] = value
+    return frame
+
+
+CASES = {
+    "wrong SEX": ("DM", lambda f: set_cell(f, 0, "SEX", "X"), "CT0001", "SEX", 1),
+    "misspelled LBTESTCD": ("LB", lambda f: set_cell(f, f.index[f.LBTESTCD == "ALT"][0], "LBTESTCD", "ALTT"),
+                            "CT0003", "LBTESTCD", None),
+    "non-ISO date": ("LB", lambda f: set_cell(f, 0, "LBDTC", "2024/01/12"), "CF0004", "LBDTC", 1),
+    "duplicate --SEQ": ("LB", lambda f: set_cell(f, 1, "LBSEQ", f.loc[0, "LBSEQ"]), "CF0005", "LBSEQ", 2),
+    "day 0": ("LB", lambda f: set_cell(f, 0, "LBDY", 0.0), "CF0006", "LBDY", 1),
+    "SUPP-- record without parent": ("SUPPAE", lambda f: set_cell(f, 0, "IDVARVAL", "9"), "CF0011", "IDVARVAL", 1),
+    "orphan USUBJID": ("AE", lambda f: pd.concat([f, f.iloc[[0]].assign(USUBJID="NCT05948982-99-999")],
+                                                 ignore_index=True), "CF0007", "USUBJID", None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_break_is_found_by_exactly_its_rule(example_out, clean, tmp_path, case):
+    dataset, change, rule, variable, record = CASES[case]
+    folder = broken_copy(example_out, tmp_path)
+    rewrite(folder, dataset, change)
+    added, gone = new_findings(clean, folder)
+    assert len(added) > 0, case
+    assert set(added.rule) == {rule}, added[["rule", "dataset", "variable", "record", "message"]].head()
+    assert set(added.dataset) == {dataset} and variable in set(added.variable)
+    if record is not None:
+        assert record in set(added.record)
+    assert gone == 0
+
+
+def test_visit_on_day_40_labelled_day_28_is_a_window_finding(example_out, clean, tmp_path):
+    folder = broken_copy(example_out, tmp_path)
+    dm, _ = pyreadstat.read_xport(str(folder / "dm.xpt"))
+    subject = "NCT05948982-01-002"
+    day40 = (pd.Timestamp(dm.set_index("USUBJID").loc[subject, "RFSTDTC"][:10]) + pd.Timedelta(days=39)).strftime("%Y-%m-%d")
+
+    def shift(prefix):
+        def change(f):
+            rows = (f.USUBJID == subject) & (f.VISITNUM == 7)
+            dtc = f"{prefix}DTC" if f"{prefix}DTC" in f.columns else None
+            if dtc:
+                f.loc[rows, dtc] = day40 + f.loc[rows, dtc].str.slice(10)
+                f.loc[rows, f"{prefix}DY"] = 40.0
+            else:
+                f.loc[rows, ["SVSTDTC", "SVENDTC"]] = day40
+                f.loc[rows, ["SVSTDY", "SVENDY"]] = 40.0
+            return f
+        return change
+
+    for name in ("LB", "QS", "FA"):
+        rewrite(folder, name, shift(name))
+    rewrite(folder, "SV", shift("SV"))
+    added, gone = new_findings(clean, folder)
+    assert set(added.rule) == {"VW0002"} and gone == 0
+    assert set(added.dataset) == {"LB", "QS", "FA"} and (added.days_out == 12).all()
+    assert (added.usubjid == subject).all()
+
+
+def test_exit_codes(example_out, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "cdisc_convert.cli", "validate", *args, "--out",
+                               str(tmp_path / "rep")], capture_output=True, text=True)
+    assert run(str(example_out / "sdtm"), "--fail-on", "error").returncode == 0
+    assert run(str(example_out / "sdtm"), "--fail-on", "warning").returncode == 1
+    missing = run(str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "dataset folder not found" in missing.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "dm.xpt").write_bytes(b"not an xpt file at all")
+    unreadable = run(str(bad))
+    assert unreadable.returncode == 2 and "unreadable XPT file" in unreadable.stderr and "dm.xpt" in unreadable.stderr
+    unknown_ct = run(str(example_out / "sdtm"), "--ct", str(tmp_path / "no-such-ct.txt"))
+    assert unknown_ct.returncode == 2 and "CT package not found" in unknown_ct.stderr
+
+
+def test_reports_are_written_and_machine_readable(example_out, tmp_path):
+    subprocess.run([sys.executable, "-m", "cdisc_convert.cli", "validate", str(example_out / "sdtm"), "--out",
+                    str(tmp_path / "rep")], check=True, capture_output=True)
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    first = doc["findings"][0]
+    assert {"rule", "severity", "dataset", "variable", "record", "usubjid", "value", "message"} <= set(first)
+    assert len(pd.read_csv(tmp_path / "rep" / "report.csv")) == len(doc["findings"])
+    from lxml import etree
+    junit = etree.parse(str(tmp_path / "rep" / "junit.xml"))
+    assert junit.getroot().tag == "testsuites" and junit.find("testsuite[@name='VW0002']/testcase/failure") is not None
+    assert all("id" in r and "severity" in r for r in doc["rules"])
+
+
+def test_the_run_validates_what_it_wrote(example_out):
+    manifest = json.loads((example_out / "manifest.json").read_text())
+    assert manifest["validation"]["sdtm"]["error"] == 0
+    assert (example_out / "validation" / "sdtm" / "report.html").exists()
+
+
+def test_baseline_marks_new_persisting_and_fixed(example_out, clean, tmp_path):
+    base = tmp_path / "base"
+    subprocess.run([sys.executable, "-m", "cdisc_convert.cli", "validate", str(example_out / "sdtm"), "--out", str(base)],
+                   check=True, capture_output=True)
+    folder = broken_copy(example_out, tmp_path)
+    rewrite(folder, "DM", lambda f: set_cell(f, 0, "SEX", "X"))
+    result = validate_folder(folder, baseline=base / "report.json")
+    statuses = result.findings.groupby("rule")["status"].agg(set).to_dict()
+    assert statuses["CT0001"] == {"new"} and statuses["VW0002"] == {"persisting"}
+    fixed_case = validate_folder(example_out / "sdtm", baseline=_report_of(folder, tmp_path))
+    assert "fixed" in set(fixed_case.findings.status)
+
+
+def _report_of(folder, tmp_path):
+    out = tmp_path / "rep-broken"
+    subprocess.run([sys.executable, "-m", "cdisc_convert.cli", "validate", str(folder), "--out", str(out)],
+                   check=True, capture_output=True)
+    return out / "report.json"
+
+
+def test_accepted_findings_are_silenced_with_their_justification(example_out, tmp_path):
+    accepted = tmp_path / "accepted.yaml"
+    accepted.write_text("- {rule: VW0002, dataset: '*', variable: '*', value: '*', "
+                        "justification: 'Subject 01-006 attended WEEK 12 late; see the reviewer''s guide'}\n")
+    result = validate_folder(example_out / "sdtm", accepted=accepted)
+    vw = result.findings[result.findings.rule == "VW0002"]
+    assert (vw.status == "accepted").all() and vw.justification.str.contains("late").all()
+    assert result.exit_code("warning") == 0
+    accepted.write_text("- {rule: VW0002, justification: ''}\n")
+    with pytest.raises(ConversionError, match="justification"):
+        validate_folder(example_out / "sdtm", accepted=accepted)
+
+
+def test_ct_package_in_nci_evs_format(example_out, tmp_path):
+    header = "Code\tCodelist Code\tCodelist Extensible (Yes/No)\tCodelist Name\tCDISC Submission Value\t" \
+             "CDISC Synonym(s)\tCDISC Definition\tNCI Preferred Term\n"
+    rows = ["C66731\t\tNo\tSex\tSEX\t\t\t", "C16576\tC66731\t\tSex\tF\tFemale\t\t"]
+    package = tmp_path / "SDTM Terminology.txt"
+    package.write_text(header + "\n".join(rows) + "\n")
+    assert read_evs_package(package)["SEX"].terms == ["F"]
+    result = validate_folder(example_out / "sdtm", ct=package)
+    sex = result.findings[(result.findings.rule == "CT0001") & (result.findings.variable == "SEX")]
+    assert set(sex.value) == {"M"}  # this tiny package knows only F
+
+
+def test_validates_dataset_json_folders_too(example_out, tmp_path):
+    folder = tmp_path / "json"
+    folder.mkdir()
+    for p in [*(example_out / "sdtm").glob("*.json"), example_out / "sdtm" / "define.xml"]:
+        shutil.copy(p, folder)  # a Dataset-JSON submission folder, with its define.xml
+    result = validate_folder(folder)
+    assert result.datasets["LB"] > 0 and (result.findings.severity == "error").sum() == 0
+
+
+def test_report_html_in_headless_chromium(example_out, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed and .ci/run could not install it (apt-get install chromium)")
+    report = example_out / "validation" / "sdtm" / "report.html"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", report.resolve().as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert 'id="findings"' in dom and 'id="window-picture"' in dom and "<circle" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *flags, "--window-size=1200,2400", f"--screenshot={shot}", report.resolve().as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20_000
