@@ -74,6 +74,8 @@ def main() -> int:
         ds = name[5:].upper()
         print(f"  {ds:<19} {t[name]:8.2f} s  {r['records'].get(ds, 0):>10,}")
     print(f"  {'write ADaM':<19} {t.get('write_adam', 0):8.2f} s")
+    print(f"define.xml (both)     {t.get('define', 0):8.2f} s")
+    print(f"validation (both)     {t.get('validate', 0):8.2f} s")
     print(f"whole run total       {t['total']:8.2f} s")
     print(f"peak memory of the whole run        {r['maxrss_mb']:,.0f} MB")
     a = _run(study, work / "out", "adam-only")

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ..metadata import Codelist, Sdtmig
-from ..sdtm.derive import dtc_date, parse_result, study_day
-from ..text import as_text
+from ..sdtm.derive import dtc_date, parse_result
+from ..text import as_text, on_unique
 
 FINDING = ["rule", "severity", "dataset", "variable", "record", "usubjid", "value", "message", "days_out"]
 ISO8601 = re.compile(r"^\d{4}(-\d{2}(-\d{2}(T\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?)?)?)?$")
@@ -132,10 +132,10 @@ def ct_test_name_pair(ctx, rule):
                                 f"{code} is not in codelist {name}TESTCD and not declared as an extended value"))
         if test in frame.columns:
             names = as_text(frame[test])
-            pairs = pd.DataFrame({"c": codes, "n": names})
-            names_per_code = pairs.groupby("c")["n"].transform("nunique")
-            codes_per_name = pairs.groupby("n")["c"].transform("nunique")
-            bad = (names_per_code > 1) | (codes_per_name > 1)
+            pairs = pd.DataFrame({"c": codes, "n": names}).drop_duplicates()  # few distinct pairs
+            shared_code = set(pairs.loc[pairs.duplicated("c", keep=False), "c"])
+            shared_name = set(pairs.loc[pairs.duplicated("n", keep=False), "n"])
+            bad = codes.isin(shared_code) | names.isin(shared_name)
             out.append(findings(rule, name, frame, bad, code,
                                 "test code and test name do not pair one to one (" + codes + " / " + names + ")"))
     return out
@@ -156,9 +156,9 @@ def ct_units(ctx, rule):
 
 
 def _is_unscheduled(frame: pd.DataFrame, planned: set) -> pd.Series:
-    visit = as_text(frame["VISIT"]) if "VISIT" in frame.columns else pd.Series("", index=frame.index)
-    return ~frame["VISITNUM"].isin(planned) & (visit.str.upper().str.contains("UNSCHED") |
-                                               (frame["VISITNUM"] % 1 != 0))
+    visit = frame["VISIT"] if "VISIT" in frame.columns else pd.Series("", index=frame.index)
+    named = on_unique(visit, lambda u: as_text(u).str.upper().str.contains("UNSCHED")).astype(bool)
+    return ~frame["VISITNUM"].isin(planned) & (named | (frame["VISITNUM"] % 1 != 0))
 
 
 def visit_in_tv(ctx, rule):
@@ -187,6 +187,16 @@ def _dy_and_dtc(name: str, frame: pd.DataFrame) -> tuple[str | None, str | None]
     return None, None
 
 
+def _dates(values: pd.Series) -> pd.Series:
+    """Complete dates of ISO 8601 values, parsed once per distinct value (dates repeat a lot)."""
+    return on_unique(values, dtc_date).astype("datetime64[ns]")
+
+
+def _study_day(values: pd.Series, reference: pd.Series) -> pd.Series:
+    delta = (_dates(values) - _dates(reference)).dt.days
+    return delta.where(delta < 0, delta + 1).astype(float)
+
+
 def _reference_start(ctx, frame):
     dm = ctx.domain("DM")
     if dm is None or "RFSTDTC" not in dm.columns or "USUBJID" not in frame.columns:
@@ -208,7 +218,7 @@ def visit_window(ctx, rule):
         day = frame[dy].astype(float)
         ref = _reference_start(ctx, frame)
         if dtc and ref is not None:  # the day the date says; an inconsistent --DY is CF0006's finding
-            from_date = study_day(frame[dtc], ref)
+            from_date = _study_day(frame[dtc], ref)
             day = from_date.where(from_date.notna(), day)
         low, high = frame["VISITNUM"].map(win["low"]), frame["VISITNUM"].map(win["high"])
         below, above = day < low, day > high
@@ -242,7 +252,7 @@ def sv_covers_visits(ctx, rule):
             continue
         merged = frame[["USUBJID", "VISITNUM"]].reset_index().merge(span, on=["USUBJID", "VISITNUM"], how="left") \
             .set_index("index").reindex(frame.index)
-        when = dtc_date(frame[dtc])
+        when = _dates(frame[dtc])
         has = frame["VISITNUM"].notna()
         no_sv = has & merged["_s"].isna() & merged["_e"].isna()
         outside = has & when.notna() & ~no_sv & ((when < merged["_s"]) | (when > merged["_e"]))
@@ -324,7 +334,9 @@ def variable_metadata(ctx, rule):
                     is_num = frame[col].dtype.kind in "fiu"
                     if (vm.type == "Num") != is_num:
                         problems.append(f"type differs from SDTMIG ({vm.type})")
-            if frame[col].dtype.kind not in "fiu" and (as_text(frame[col]).str.len() > 200).any():
+            width = ctx.widths.get(name, {}).get(col)
+            if frame[col].dtype.kind not in "fiu" and (width if width is not None else
+                                                        (frame[col].str.len().max() or 0)) > 200:
                 problems.append("a value longer than 200")
             if problems:
                 rows.append({"rule": rule["id"], "severity": rule["severity"], "dataset": name, "variable": col,
@@ -343,12 +355,15 @@ def iso8601(ctx, rule):
     out = []
     for name, frame in ctx.datasets.items():
         for col in _dtc_columns(frame):
-            text = as_text(frame[col])
-            bad = (text != "") & ~text.str.match(ISO8601)
-            ok = ~bad & (text.str.len() >= 10)
-            invalid_date = ok & dtc_date(text).isna()
-            out.append(findings(rule, name, frame, bad | invalid_date, col, "not an ISO 8601 date/time"))
+            bad = on_unique(frame[col], _not_iso8601).astype(bool)
+            out.append(findings(rule, name, frame, bad, col, "not an ISO 8601 date/time"))
     return out
+
+
+def _not_iso8601(values: pd.Series) -> pd.Series:
+    text = as_text(values)
+    bad = (text != "") & ~text.str.match(ISO8601)
+    return bad | (~bad & (text.str.len() >= 10) & dtc_date(text).isna())
 
 
 def seq_unique(ctx, rule):
@@ -369,7 +384,7 @@ def study_day_consistent(ctx, rule):
             dtc = dy[:-2] + "DTC"
             zero = frame[dy] == 0
             if ref is not None and dtc in frame.columns:
-                expected = study_day(frame[dtc], ref)
+                expected = _study_day(frame[dtc], ref)
                 wrong = expected.notna() & frame[dy].notna() & (expected != frame[dy])
                 message = (f"{dy} " + as_text(frame[dy]) + " but " + dtc + " and RFSTDTC give " + as_text(expected))
             else:
