@@ -224,3 +224,17 @@ def test_report_html_in_headless_chromium(example_out, tmp_path):
     subprocess.run([browser, *flags, "--window-size=1200,2400", f"--screenshot={shot}", report.resolve().as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 20_000
+
+
+def test_test_code_and_name_checked_against_the_ct_package(example_out, tmp_path):
+    header = "Code\tCodelist Code\tCodelist Extensible (Yes/No)\tCodelist Name\tCDISC Submission Value\t" \
+             "CDISC Synonym(s)\tCDISC Definition\tNCI Preferred Term\n"
+    rows = ["C65047\t\tYes\tLaboratory Test Code\tLBTESTCD\t\t\t", "C64433\tC65047\t\t\tAST\t\t\t",
+            "C64432\tC65047\t\t\tALT\t\t\t",
+            "C67154\t\tYes\tLaboratory Test Name\tLBTEST\t\t\t", "C64433\tC67154\t\t\tAlanine Aminotransferase\t\t\t",
+            "C64432\tC67154\t\t\tAspartate Aminotransferase\t\t\t"]  # names swapped on purpose
+    package = tmp_path / "ct.txt"
+    package.write_text(header + "\n".join(rows) + "\n")
+    result = validate_folder(example_out / "sdtm", ct=package)
+    pair = result.findings[(result.findings.rule == "CT0003") & (result.findings.dataset == "LB")]
+    assert {"ALT", "AST"} <= set(pair.value)

@@ -56,6 +56,7 @@ class Codelist:
     terms: list[str] = field(default_factory=list)
     source: str = "CDISC"
     label: str = ""
+    term_codes: dict = field(default_factory=dict, compare=False, hash=False)  # term -> NCI code (from EVS)
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,13 @@ def ct_test_name_pair(ctx, rule):
             shared_code = set(pairs.loc[pairs.duplicated("c", keep=False), "c"])
             shared_name = set(pairs.loc[pairs.duplicated("n", keep=False), "n"])
             bad = codes.isin(shared_code) | names.isin(shared_name)
+            # with a CT package, a CDISC code and its name carry the same NCI code
+            names_cl = ctx.ct.get(f"{name}TEST")
+            if codelist is not None and names_cl is not None and codelist.term_codes and names_cl.term_codes:
+                mismatched = {(c, n) for c, n in zip(pairs["c"], pairs["n"]) if c in codelist.term_codes and
+                              n in names_cl.term_codes and codelist.term_codes[c] != names_cl.term_codes[n]}
+                if mismatched:
+                    bad |= pd.Series(list(zip(codes, names)), index=frame.index).isin(mismatched)
             out.append(findings(rule, name, frame, bad, code,
                                 "test code and test name do not pair one to one (" + codes + " / " + names + ")"))
     return out

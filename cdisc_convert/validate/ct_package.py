@@ -34,6 +34,7 @@ def read_evs_package(path: Path) -> dict[str, Codelist]:
                               source=str(path))
     headers: dict[str, dict] = {}
     terms: dict[str, list[str]] = {}
+    term_codes: dict[str, dict[str, str]] = {}
     for f in files:
         with f.open(encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t")
@@ -46,11 +47,13 @@ def read_evs_package(path: Path) -> dict[str, Codelist]:
                     headers[row["Code"]] = row
                 else:
                     terms.setdefault(row["Codelist Code"], []).append(row["CDISC Submission Value"])
+                    term_codes.setdefault(row["Codelist Code"], {})[row["CDISC Submission Value"]] = row["Code"]
     out = {}
     for code, row in headers.items():
         out[row["CDISC Submission Value"]] = Codelist(row["CDISC Submission Value"], code,
                                                       row["Codelist Extensible (Yes/No)"].strip().lower() == "yes",
-                                                      terms.get(code, []), "CDISC", row["Codelist Name"])
+                                                      terms.get(code, []), "CDISC", row["Codelist Name"],
+                                                      term_codes.get(code, {}))
     if not out:
         raise ConversionError("CT package holds no codelists", source=str(path))
     return out
