@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -77,6 +78,103 @@ def _cmd_validate(args) -> int:
     return result.exit_code(args.fail_on)
 
 
+def _print_lines(lines) -> None:
+    out = Console(highlight=False)
+    for text, style in lines:
+        out.print(escape(text), style=style)
+
+
+def _write_outputs(args, title: str, sections, doc: dict) -> None:
+    from .diff import html_page
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    if args.html:
+        Path(args.html).write_text(html_page(title, sections), encoding="utf-8")
+
+
+def _cmd_diff_spec(args) -> int:
+    from .diff import compare_folders, compare_text, diff_specs, read_spec_folder, read_spec_revision, spec_diff_text
+
+    if args.rev:
+        if len(args.rev) != 2 or args.paths:
+            raise ConversionError("give two revisions (--rev OLD --rev NEW) or two folders, not both")
+        repo = Path(args.repo)
+        old, new = (read_spec_revision(repo, r, args.study) for r in args.rev)
+        labels = [f"{args.study}@{r}" for r in args.rev]
+    else:
+        if len(args.paths) != 2:
+            raise ConversionError("give two spec folders (OLD NEW) or --rev OLD --rev NEW")
+        old, new = (read_spec_folder(Path(p)) for p in args.paths)
+        labels = list(args.paths)
+    changes = diff_specs(old, new)
+    lines = spec_diff_text(changes)
+    _print_lines(lines)
+    sections = [(f"spec changes {labels[0]} -> {labels[1]}", lines)]
+    doc = {"old": labels[0], "new": labels[1], "equal": not changes,
+           "changes": [{"file": c.file, "path": c.path, "kind": c.kind, "old": c.old, "new": c.new} for c in changes]}
+    different = bool(changes)
+    if args.impact:
+        cmp = _impact(args, labels)
+        cmp_lines = compare_text(cmp)
+        _print_lines(cmp_lines)
+        sections.append(("impact on the datasets", cmp_lines))
+        doc["impact"] = cmp.to_json()
+        different = different or not cmp.equal
+    _write_outputs(args, "cdisc-convert diff-spec", sections, doc)
+    return 1 if different else 0
+
+
+def _impact(args, labels):
+    """Run both spec versions on the same EDC export and compare their SDTM and ADaM outputs."""
+    import shutil
+    import tempfile
+
+    from .diff import FolderCompare, compare_folders
+    from .pipeline import run_study
+
+    work = Path(tempfile.mkdtemp(prefix="cdisc-impact-"))
+    try:
+        studies = []
+        for i, label in enumerate(labels):
+            target = work / f"study{i}"
+            if args.rev:
+                repo = Path(args.repo)
+                from .diff import _git
+                for name in _git(repo, "ls-tree", "-r", "--name-only", args.rev[i], "--", args.study).splitlines():
+                    if name.endswith(".yaml") and "/edc/" not in name:
+                        dest = target / Path(name).relative_to(args.study)
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        dest.write_text(_git(repo, "show", f"{args.rev[i]}:{name}"))
+            else:
+                shutil.copytree(label, target, ignore=shutil.ignore_patterns("edc", "out"))
+            studies.append(target)
+        edc = Path(args.edc) if args.edc else (Path(args.repo) / args.study / "edc" if args.rev
+                                                else Path(args.paths[1]) / "edc")
+        outs = []
+        for i, study in enumerate(studies):
+            out = work / f"out{i}"
+            run_study(study, out, edc=edc)
+            outs.append(out)
+        parts = [compare_folders(outs[0] / f, outs[1] / f, args.tolerance) for f in ("sdtm", "adam")
+                 if (outs[0] / f).is_dir() and (outs[1] / f).is_dir()]
+        return FolderCompare(labels[0], labels[1], args.tolerance,
+                             sum((p.added_datasets for p in parts), []), sum((p.removed_datasets for p in parts), []),
+                             sum((p.datasets for p in parts), []))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _cmd_compare(args) -> int:
+    from .diff import compare_folders, compare_text
+
+    cmp = compare_folders(Path(args.base), Path(args.new), args.tolerance)
+    lines = compare_text(cmp)
+    _print_lines(lines)
+    _write_outputs(args, "cdisc-convert compare", [("dataset compare", lines)], cmp.to_json())
+    return 0 if cmp.equal else 1
+
+
 def _cmd_example(args) -> int:
     from .example_study import write_example_study
 
@@ -122,6 +220,24 @@ def main(argv: list[str] | None = None) -> int:
     va.add_argument("--baseline", help="last report.json: mark findings new, persisting or fixed")
     va.add_argument("--accepted", help="YAML list of accepted findings (rule, dataset, variable, value, justification)")
     va.set_defaults(func=_cmd_validate)
+    ds = sub.add_parser("diff-spec", help="semantic diff of two versions of the mapping specs")
+    ds.add_argument("paths", nargs="*", help="two study folders (OLD NEW)")
+    ds.add_argument("--rev", action="append", help="a git revision; give it twice (old, then new)")
+    ds.add_argument("--repo", default=".", help="the git repository (default: .)")
+    ds.add_argument("--study", default="mappings/nct05948982", help="study folder inside the repo (with --rev)")
+    ds.add_argument("--impact", action="store_true", help="run both versions on the same EDC export and compare")
+    ds.add_argument("--edc", help="with --impact: the EDC export (default: the new study's edc/ folder)")
+    ds.add_argument("--tolerance", type=float, default=1e-9, help="relative tolerance for numbers (default 1e-9)")
+    ds.add_argument("--json", help="write the result as JSON to this file")
+    ds.add_argument("--html", help="write the result as a single HTML page to this file")
+    ds.set_defaults(func=_cmd_diff_spec)
+    co = sub.add_parser("compare", help="compare two folders of datasets by their keys (like PROC COMPARE)")
+    co.add_argument("base")
+    co.add_argument("new")
+    co.add_argument("--tolerance", type=float, default=1e-9, help="relative tolerance for numbers (default 1e-9)")
+    co.add_argument("--json", help="write the result as JSON to this file")
+    co.add_argument("--html", help="write the result as a single HTML page to this file")
+    co.set_defaults(func=_cmd_compare)
     ex = sub.add_parser("example", help="write the example study (specs + generated EDC export)")
     ex.add_argument("--subjects", type=int, default=18)
     ex.add_argument("--seed", type=int, default=20230717)
