@@ -150,7 +150,7 @@ def _datatype(name: str, values: pd.Series, display_format: str) -> tuple[str, i
         if (v == v.round()).all() and v.abs().max() < 1e15:
             return "integer", max(1, int(v.abs().max()).bit_length() and len(str(int(v.abs().max()))) +
                                   int((v < 0).any())), None
-        text = v.map(lambda x: f"{round(x, 8):.10g}")
+        text = as_text(pd.Series(pd.unique(v)))  # numbers as written, once per distinct value
         decimals = int(text.str.split(".").str[1].fillna("").str.len().max())
         return "float", int(text.str.replace("-", "").str.replace(".", "").str.len().max()), decimals
     text = values.fillna("").astype(str)
@@ -462,7 +462,7 @@ def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[s
                        **({"SignificantDigits": var.digits} if var.digits is not None else {}),
                        **({"DisplayFormat": var.display_format} if var.display_format else {}))
         it.Description = text(var.label)
-        present = {v for v in as_text(values) if v != ""} if values is not None else set()
+        present = {v for v in as_text(pd.Series(pd.unique(values))) if v != ""} if values is not None else set()
         if var.codelist and present:  # a codelist lists the terms that occur; none occur, no codelist
             it.CodeListRef = D.CodeListRef(CodeListOID=f"CL.{var.codelist}")
             used_codelists.setdefault(var.codelist, set()).update(present)

@@ -414,9 +414,12 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         t5 = time.perf_counter()
         from .validate import validate_folder
         from .validate.report import write_reports
-        for folder in ("sdtm", "adam"):
-            if (tmp / folder).is_dir():
-                checked = validate_folder(tmp / folder, study_dir=study_dir, reference_folder=tmp / "sdtm")
+        from .validate import in_memory
+        sdtm_loaded = in_memory(datasets)
+        for folder, written in (("sdtm", datasets), ("adam", adam)):
+            if written:
+                checked = validate_folder(tmp / folder, study_dir=study_dir, preloaded=in_memory(written)
+                                          if folder == "adam" else sdtm_loaded, reference_preloaded=sdtm_loaded)
                 checked.folder = Path(folder)  # relative: the report does not depend on where OUT is
                 write_reports(checked, tmp / "validation" / folder)
                 validation[folder] = {s: checked.count(s) for s in ("error", "warning", "info")}

@@ -193,20 +193,30 @@ def apply_baseline(found: pd.DataFrame, baseline: Path | None) -> pd.DataFrame:
     return pd.concat([found, fixed[[c for c in found.columns if c in fixed.columns]]], ignore_index=True)
 
 
+def in_memory(datasets) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, str]], dict[str, dict[str, int]]]:
+    """Datasets a run has just written (writers.Dataset), in the form :func:`load_datasets` gives."""
+    frames = {n: d.data for n, d in datasets.items()}
+    labels = {n: dict(d.labels) for n, d in datasets.items()}
+    widths = {n: {c: max(1, int(f[c].str.len().max() or 1)) for c in f.columns if f[c].dtype.kind not in "fiu"}
+              for n, f in frames.items()}
+    return frames, labels, widths
+
+
 def validate_folder(folder: Path, define: Path | None = None, ct: Path | None = None, study_dir: Path | None = None,
                     accepted: Path | None = None, baseline: Path | None = None,
-                    reference_folder: Path | None = None) -> ValidationResult:
-    """Run every rule over the datasets of ``folder``."""
+                    reference_folder: Path | None = None, preloaded=None, reference_preloaded=None
+                    ) -> ValidationResult:
+    """Run every rule over the datasets of ``folder`` (or over ``preloaded`` ones written there)."""
     folder = Path(folder)
-    frames, labels, widths = load_datasets(folder)
+    frames, labels, widths = preloaded if preloaded is not None else load_datasets(folder)
     kind = "ADAM" if any(n.startswith("AD") for n in frames) and "DM" not in frames else "SDTM"
     codelists, ct_source = load_ct_package(ct, SHARED_CT)
     define_path = Path(define) if define else (folder / "define.xml" if (folder / "define.xml").exists() else None)
     facts = read_define_facts(define_path) if define_path else None
     reference = {}
     ref_folder = reference_folder or (folder.parent / "sdtm" if kind == "ADAM" else None)
-    if kind == "ADAM" and ref_folder and ref_folder.is_dir():
-        ref_frames, _l, _w = load_datasets(ref_folder)
+    if kind == "ADAM" and (reference_preloaded is not None or (ref_folder and ref_folder.is_dir())):
+        ref_frames = reference_preloaded[0] if reference_preloaded is not None else load_datasets(ref_folder)[0]
         reference = {k: v for k, v in ref_frames.items() if k in ("DM", "TA", "TV")}
     ctx = Context(frames, kind, codelists, load_sdtmig(), labels, widths, facts,
                   planned_windows(frames.get("TV", reference.get("TV"))), reference=reference)
