@@ -320,19 +320,11 @@ def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_d
 
 def read_sdtm_folder(folder: Path) -> dict[str, pd.DataFrame]:
     """SDTM datasets from ``*.xpt`` files (for ``--adam-only``): character missing as ``""``."""
-    import pyreadstat
+    from .validate import load_datasets
 
-    files = sorted(folder.glob("*.xpt"))
-    if not files:
+    if not any(Path(folder).glob("*.xpt")):
         raise ConversionError("no SDTM .xpt datasets found", source=str(folder))
-    out = {}
-    for path in files:
-        frame, _meta = pyreadstat.read_xport(str(path))
-        for col in frame.columns:
-            if frame[col].dtype.kind not in "fiu":
-                frame[col] = as_text(frame[col])
-        out[path.stem.upper()] = frame
-    return out
+    return load_datasets(Path(folder))[0]
 
 
 def run_adam_only(study_dir: Path, out_dir: Path, sdtm_dir: Path | None = None,
