@@ -94,7 +94,7 @@ def _write_outputs(args, title: str, sections, doc: dict) -> None:
 
 
 def _cmd_diff_spec(args) -> int:
-    from .diff import compare_folders, compare_text, diff_specs, read_spec_folder, read_spec_revision, spec_diff_text
+    from .diff import compare_text, diff_specs, read_spec_folder, read_spec_revision, spec_diff_text
 
     if args.rev:
         if len(args.rev) != 2 or args.paths:

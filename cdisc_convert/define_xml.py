@@ -192,7 +192,6 @@ def sdtm_metadata(written: dict[str, Written], specs: list[DomainSpec]) -> list[
     metas = []
     for name, w in written.items():
         dm = md.domain(name)
-        spec = by_domain.get(name[4:] if name.startswith("SUPP") else name)
         own_spec = by_domain.get(name)
         variables = []
         for col in w.data.columns:

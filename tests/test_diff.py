@@ -6,10 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from cdisc_convert.diff import compare_folders, diff_specs, read_spec_folder
-from cdisc_convert.errors import ConversionError
 from cdisc_convert.pipeline import run_study
 
 from conftest import STUDY
