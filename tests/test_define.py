@@ -216,3 +216,23 @@ def test_documents_and_comments_from_config_and_specs(study_copy, tmp_path):
     comment_oid = doc.find(".//odm:ItemDef[@OID='IT.AE.AETERM']", NS).get(f"{{{NS['def']}}}CommentOID")
     comment = doc.find(f".//def:CommentDef[@OID='{comment_oid}']/odm:Description/odm:TranslatedText", NS)
     assert comment.text == "Verbatim as entered by the site"
+
+
+def test_ct_package_in_shared_standards_gives_term_codes_and_date(example_out, tmp_path, monkeypatch):
+    import cdisc_convert.validate as validate
+    from conftest import STUDY
+    from cdisc_convert.pipeline import run_define
+    ct_dir = tmp_path / "ct"
+    ct_dir.mkdir()
+    (ct_dir / "SDTM Terminology 2025-03-28.txt").write_text(
+        "Code\tCodelist Code\tCodelist Extensible (Yes/No)\tCodelist Name\tCDISC Submission Value\t"
+        "CDISC Synonym(s)\tCDISC Definition\tNCI Preferred Term\n"
+        "C66731\t\tNo\tSex\tSEX\t\t\t\nC16576\tC66731\t\tSex\tF\tFemale\t\t\nC20197\tC66731\t\tSex\tM\tMale\t\t\n")
+    monkeypatch.setattr(validate, "SHARED_CT", ct_dir)
+    out = tmp_path / "out"
+    shutil.copytree(example_out, out)
+    run_define(STUDY, out)
+    doc = parse(out / "sdtm" / "define.xml")
+    male = doc.find(".//odm:CodeList[@OID='CL.SEX']/odm:EnumeratedItem[@CodedValue='M']", NS)
+    assert male.find("odm:Alias", NS).get("Name") == "C20197"
+    assert doc.find(".//def:Standard[@Type='CT']", NS).get("Version") == "2025-03-28"
