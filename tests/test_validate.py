@@ -238,3 +238,17 @@ def test_test_code_and_name_checked_against_the_ct_package(example_out, tmp_path
     result = validate_folder(example_out / "sdtm", ct=package)
     pair = result.findings[(result.findings.rule == "CT0003") & (result.findings.dataset == "LB")]
     assert {"ALT", "AST"} <= set(pair.value)
+
+
+def test_codelists_bound_by_the_spec_are_checked(example_out, tmp_path):
+    from conftest import STUDY
+    study = tmp_path / "study"
+    shutil.copytree(STUDY, study, ignore=shutil.ignore_patterns("edc"))
+    spec = study / "ae.yaml"
+    spec.write_text(spec.read_text().replace("AESPID: {field: FORMREPEAT}", "AESPID: {field: FORMREPEAT, codelist: NY}"))
+    folder = tmp_path / "sdtm"
+    shutil.copytree(example_out / "sdtm", folder)
+    (folder / "define.xml").unlink()
+    found = validate_folder(folder, study_dir=study).findings
+    bound = found[(found.rule == "CT0001") & (found.variable == "AESPID")]
+    assert len(bound) > 0 and set(bound.dataset) == {"AE"}

@@ -222,6 +222,7 @@ def validate_folder(folder: Path, define: Path | None = None, ct: Path | None = 
                   planned_windows(frames.get("TV", reference.get("TV"))), reference=reference)
     if study_dir is not None:
         ctx.adam_windows = adam_windows_of(Path(study_dir))
+        ctx.spec_codelists = spec_codelists_of(Path(study_dir))
     rules = load_catalogue()
     parts = []
     for rule in rules:
@@ -244,6 +245,21 @@ def adam_windows_of(study_dir: Path) -> dict[str, list]:
         for step in spec.steps:
             if isinstance(step, Windows):
                 out[spec.dataset] = step.windows
+    return out
+
+
+def spec_codelists_of(study_dir: Path) -> dict[tuple[str, str], str]:
+    """Codelists the SDTM specs bind variables to (``codelist:`` on a rule, or a metadata override)."""
+    from ..pipeline import load_specs
+
+    out = {}
+    for spec in load_specs(study_dir):
+        for var, rule in spec.variables.items():
+            if rule.codelist:
+                out[(spec.domain, var)] = rule.codelist
+        for var, meta in spec.metadata.items():
+            if meta.codelist:
+                out[(spec.domain, var)] = meta.codelist
     return out
 
 

@@ -30,6 +30,7 @@ class Context:
     windows: pd.DataFrame | None = None  # VISITNUM, VISIT, VISITDY, low, high
     adam_windows: dict[str, list] = field(default_factory=dict)
     reference: dict[str, pd.DataFrame] = field(default_factory=dict)  # DM/TA/SE from the SDTM folder (ADaM runs)
+    spec_codelists: dict[tuple[str, str], str] = field(default_factory=dict)  # (dataset, variable) -> codelist
 
     def domain(self, name: str) -> pd.DataFrame | None:
         return self.datasets.get(name, self.reference.get(name))
@@ -66,7 +67,7 @@ def findings(rule: dict, dataset: str, frame: pd.DataFrame, mask: pd.Series, var
 
 def _codelist_bindings(ctx: Context, name: str, frame: pd.DataFrame) -> dict[str, str]:
     """Variable -> codelist short name, from define.xml, else the IG metadata (SDTM) or conventions (ADaM)."""
-    out = {}
+    out = {v: cl for (d, v), cl in ctx.spec_codelists.items() if d == name and v in frame.columns}
     if ctx.define:
         out.update({v: cl for (d, v), cl in ctx.define.codelist_of.items() if d == name and v in frame.columns})
     if ctx.kind == "SDTM" and (name in ctx.md.domains or name.startswith("SUPP")):
