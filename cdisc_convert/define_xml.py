@@ -94,17 +94,12 @@ class Written:
 
 def read_written(folder: Path) -> dict[str, Written]:
     """Every ``*.xpt`` in a folder, as written: data, dataset label, variable labels, formats."""
-    import pyreadstat
+    from .writers import read_xpt
 
     out = {}
     for path in sorted(folder.glob("*.xpt")):
-        frame, meta = pyreadstat.read_xport(str(path))
-        for col in frame.columns:
-            if frame[col].dtype.kind not in "fiu":
-                frame[col] = as_text(frame[col])
-        formats = {c: f for c, f in (meta.original_variable_types or {}).items() if f and f.startswith("DATE")}
-        out[meta.table_name] = Written(meta.table_name, meta.file_label or "", frame,
-                                       dict(meta.column_names_to_labels), {c: f"{f}." for c, f in formats.items()})
+        xpt = read_xpt(path)
+        out[xpt.name] = Written(xpt.name, xpt.label, xpt.data, xpt.labels, xpt.formats)
     return out
 
 

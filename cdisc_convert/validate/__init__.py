@@ -62,7 +62,7 @@ def load_catalogue(path: Path = CATALOGUE) -> list[dict]:
 
 def load_datasets(folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, str]], dict[str, dict[str, int]]]:
     """Datasets (XPT, else Dataset-JSON) of a folder with their variable labels and storage widths."""
-    import pyreadstat
+    from ..writers import read_xpt
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -70,22 +70,8 @@ def load_datasets(folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, dict
     frames, labels, widths = {}, {}, {}
     xpts = sorted(folder.glob("*.xpt"))
     for path in xpts:
-        try:
-            # metadata (labels, widths) from pyreadstat; the data through pandas' XPT reader,
-            # which is the faster of the two on large files
-            _empty, meta = pyreadstat.read_xport(str(path), metadataonly=True)
-            frame = pd.read_sas(path, format="xport", encoding="ascii")
-        except Exception as exc:  # both readers raise their own error types
-            raise ConversionError(f"unreadable XPT file: {exc}", source=path.name) from None
-        for col in frame.columns:
-            if frame[col].dtype.kind in "fiu":
-                # pandas reads a stored 0.0 (all zero bytes) as 5.4e-79: undo that quirk
-                frame[col] = frame[col].mask(frame[col].abs() <= 1e-70, 0.0)
-            else:
-                frame[col] = frame[col].fillna("").astype(object)
-        name = (meta.table_name or path.stem).upper()
-        frames[name], labels[name] = frame, dict(meta.column_names_to_labels)
-        widths[name] = dict(meta.variable_storage_width or {})
+        xpt = read_xpt(path)
+        frames[xpt.name], labels[xpt.name], widths[xpt.name] = xpt.data, xpt.labels, xpt.widths
     if not xpts:
         for path in sorted(folder.glob("*.json")):
             try:
