@@ -30,7 +30,8 @@ def _cmd_run(args) -> int:
         else:
             result = run_study(Path(args.study_dir), Path(args.out), edc=Path(args.edc) if args.edc else None,
                                encoding=args.encoding, progress=lambda msg: status.update(msg),
-                               stylesheet=Path(args.stylesheet) if args.stylesheet else None)
+                               stylesheet=Path(args.stylesheet) if args.stylesheet else None,
+                               ct=[Path(c) for c in args.ct or []])
     table = Table(title=f"Datasets written to {result.out_dir}")
     table.add_column("dataset")
     table.add_column("records", justify="right")
@@ -56,7 +57,8 @@ def _cmd_run(args) -> int:
 def _cmd_define(args) -> int:
     from .pipeline import run_define
 
-    for path in run_define(Path(args.study_dir), Path(args.out), Path(args.stylesheet) if args.stylesheet else None):
+    for path in run_define(Path(args.study_dir), Path(args.out), Path(args.stylesheet) if args.stylesheet else None,
+                           ct=[Path(c) for c in args.ct or []]):
         console.print(f"{path} (schema-valid Define-XML 2.1) and {path.with_suffix('.html')}")
     return 0
 
@@ -66,13 +68,14 @@ def _cmd_validate(args) -> int:
     from .validate.report import write_reports
 
     result = validate_folder(Path(args.folder), define=Path(args.define) if args.define else None,
-                             ct=Path(args.ct) if args.ct else None,
+                             ct=[Path(c) for c in args.ct or []],
                              study_dir=Path(args.study) if args.study else None,
                              accepted=Path(args.accepted) if args.accepted else None,
                              baseline=Path(args.baseline) if args.baseline else None)
     out = write_reports(result, Path(args.out))
     counts = {s: result.count(s) for s in ("error", "warning", "info")}
-    console.print(f"{result.kind} datasets in {args.folder}: {counts['error']} error(s), {counts['warning']} "
+    console.print(f"{result.kind} datasets in {args.folder} (CT: {result.ct_source}): {counts['error']} error(s), "
+                  f"{counts['warning']} "
                   f"warning(s), {counts['info']} note(s); reports in {out} (report.html, report.json, report.csv, "
                   f"junit.xml)")
     return result.exit_code(args.fail_on)
@@ -191,6 +194,10 @@ def _cmd_explain(args) -> int:
     return 0
 
 
+CT_HELP = ("a CDISC CT release to use instead of the bundled one (SDTM CT and ADaM CT 2025-03-28): an NCI EVS "
+           "tab-delimited .txt, a CDISC Library .csv, or a folder of them; repeat for SDTM and ADaM packages")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cdisc-convert", description="EDC exports to CDISC SDTM (XPT v5, Dataset-JSON)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,18 +211,21 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--sdtm", help="with --adam-only: the folder of SDTM .xpt files (default: OUT/sdtm)")
     run.add_argument("--stylesheet", help="XSLT for define.html (e.g. the CDISC Define-XML 2.1 stylesheet); "
                                           "default: the project's own template")
+    run.add_argument("--ct", action="append", metavar="PATH", help=CT_HELP)
     run.set_defaults(func=_cmd_run)
     de = sub.add_parser("define", help="write define.xml + define.html for the datasets already in OUT")
     de.add_argument("study_dir")
     de.add_argument("--out", required=True, help="the run's output folder (holding sdtm/ and adam/)")
     de.add_argument("--stylesheet", help="XSLT for define.html instead of the project's own template")
+    de.add_argument("--ct", action="append", metavar="PATH", help=CT_HELP)
     de.set_defaults(func=_cmd_define)
     va = sub.add_parser("validate", help="check SDTM or ADaM datasets: CT, visit windows, conformance")
     va.add_argument("folder", help="folder of .xpt (or Dataset-JSON) datasets")
     va.add_argument("--define", help="define.xml to check against (default: FOLDER/define.xml when present)")
-    va.add_argument("--ct", help="CDISC CT package in NCI EVS tab-delimited format (file or folder)")
+    va.add_argument("--ct", action="append", metavar="PATH", help=CT_HELP)
     va.add_argument("--out", default="validation-report", help="report folder (default: validation-report)")
-    va.add_argument("--study", help="study folder, for the ADaM analysis windows of its specs")
+    va.add_argument("--study", help="study folder: its terminology.yaml, the codelists its specs bind and the ADaM "
+                                    "analysis windows of its specs")
     va.add_argument("--fail-on", choices=["error", "warning"], help="exit 1 when findings at or above this severity")
     va.add_argument("--baseline", help="last report.json: mark findings new, persisting or fixed")
     va.add_argument("--accepted", help="YAML list of accepted findings (rule, dataset, variable, value, justification)")

@@ -20,7 +20,7 @@ from lxml import etree
 from . import __version__
 from .errors import ConversionError
 from .lineage import _describe
-from .metadata import load_ct, load_sdtmig
+from .metadata import VALUE_LEVEL_CODELISTS, Terminology, load_sdtmig, load_terminology
 from .spec import DomainSpec, StudyConfig
 from .text import as_text
 
@@ -61,6 +61,7 @@ class VarMeta:
     comment: str = ""
     mandatory: bool = False
     oid: str = ""
+    role: str = ""  # SDTM variable role (Identifier, Topic, ... Timing): ItemRef/@Role
 
 
 @dataclass
@@ -80,6 +81,7 @@ class DatasetMeta:
     # variable -> (where variable, [(value, VarMeta)])
     value_lists: dict[str, tuple[str, list[tuple[str, VarMeta]]]] = field(default_factory=dict)
     codelist_decodes: dict[str, dict[str, str]] = field(default_factory=dict)
+    vlm_values: dict[tuple[str, str], pd.Series] = field(default_factory=dict)  # (variable, where value) -> values
     data: pd.DataFrame | None = None  # the values written, for codelists restricted to what occurs
 
 
@@ -110,27 +112,28 @@ def from_datasets(datasets) -> dict[str, Written]:
 
 def write_study_defines(study_dir: Path, out_dir: Path, study: StudyConfig, created: str,
                         stylesheet: Path | None = None, sdtm: dict[str, Written] | None = None,
-                        adam: dict[str, Written] | None = None) -> list[Path]:
+                        adam: dict[str, Written] | None = None, ct: Terminology | None = None) -> list[Path]:
     """define.xml (+ define.html) in ``out_dir/sdtm`` and ``out_dir/adam`` (the latter when the
     study has ADaM specs and datasets); datasets are read from the XPT files unless given."""
     from .adam.spec import load_adam_specs
     from .metadata import load_sdtmig
     from .pipeline import load_specs
 
+    ct = ct if ct is not None else load_terminology(None, study_dir)
     written_paths = []
     sdtm_dir = out_dir / "sdtm"
     sdtm = sdtm if sdtm is not None else read_written(sdtm_dir)
     if not sdtm:
         raise ConversionError("no SDTM datasets to describe", source=str(sdtm_dir))
-    written_paths.append(write_define(sdtm_dir, sdtm_metadata(sdtm, load_specs(study_dir)), sdtm, study,
-                                      ("SDTMIG", load_sdtmig().version), created, stylesheet))
+    written_paths.append(write_define(sdtm_dir, sdtm_metadata(sdtm, load_specs(study_dir), ct), sdtm, study,
+                                      ("SDTMIG", load_sdtmig().version), created, stylesheet, ct))
     adam_specs = load_adam_specs(study_dir / "adam")
     adam_dir = out_dir / "adam"
     if adam_specs and (adam is not None or adam_dir.is_dir()):
         adam = adam if adam is not None else read_written(adam_dir)
-        from .adam.output import load_adamig  # noqa: F401  (ADaMIG facts are what the labels came from)
-        written_paths.append(write_define(adam_dir, adam_metadata(adam, adam_specs), adam, study, ("ADaMIG", "1.3"),
-                                          created, stylesheet))
+        from .metadata import adamig_version
+        written_paths.append(write_define(adam_dir, adam_metadata(adam, adam_specs), adam, study,
+                                          ("ADaMIG", adamig_version()), created, stylesheet, ct))
     return written_paths
 
 
@@ -180,18 +183,24 @@ def _rule_origin(spec: DomainSpec, var: str) -> tuple[str, str, str, str]:
     return origin, source, "; ".join(dict.fromkeys(texts)), method
 
 
-def sdtm_metadata(written: dict[str, Written], specs: list[DomainSpec]) -> list[DatasetMeta]:
+def sdtm_metadata(written: dict[str, Written], specs: list[DomainSpec], ct: dict | None = None) -> list[DatasetMeta]:
     """Dataset, variable and value-level metadata for the SDTM folder."""
     md = load_sdtmig()
     by_domain = {s.domain: s for s in specs}
     metas = []
     for name, w in written.items():
-        dm = md.domain(name)
         own_spec = by_domain.get(name)
+        cls = own_spec.class_ if own_spec else None
+        dm = md.domain(name, cls)
         variables = []
         for col in w.data.columns:
-            vm = dm.variable(col)
-            var = _mk_var(w, col, codelist=(vm.codelist if vm else ""), mandatory=bool(vm and vm.core == "Req"))
+            vm = md.allowed_variable(name, col, cls)
+            by_test = col in (f"{name}ORRES", f"{name}STRESC")  # result codelists apply per test (value level)
+            var = _mk_var(w, col, codelist=(vm.codelist if vm and len(vm.codelists) <= 1 and not by_test else ""),
+                          mandatory=bool(vm and vm.core == "Req"), role=vm.role if vm else "")
+            rule = own_spec.variables.get(col) if own_spec else None
+            if rule is not None and rule.codelist and (name, col) not in VALUE_LEVEL_CODELISTS:
+                var.codelist = rule.codelist
             if own_spec and col in own_spec.metadata and own_spec.metadata[col].codelist:
                 var.codelist = own_spec.metadata[col].codelist
             origin, source, text, method = _rule_origin(own_spec, col) if own_spec else ("", "", "", "")
@@ -215,11 +224,12 @@ def sdtm_metadata(written: dict[str, Written], specs: list[DomainSpec]) -> list[
             if origin == "Assigned":
                 var.method = ""
             variables.append(var)
-        meta = DatasetMeta(name, w.label, "FINDINGS ABOUT" if name == "FA" else dm.cls, dm.structure, "Tabulation",
+        meta = DatasetMeta(name, w.label, dm.cls, dm.structure or "One record per record", "Tabulation",
                            list(dm.keys), name[4:] if name.startswith("SUPP") else name,
                            name not in ("DM",), name in TRIAL_DESIGN, variables,
                            comment=(own_spec.comment or "") if own_spec else "")
         _sdtm_value_lists(meta, w, own_spec)
+        _value_level_codelists(meta, w)
         metas.append(meta)
     return metas
 
@@ -259,6 +269,23 @@ def _sdtm_value_lists(meta: DatasetMeta, w: Written, spec: DomainSpec | None) ->
             var.label = str(group["QLABEL"].iloc[0])[:40]
             items.append((str(qnam), var))
         meta.value_lists["QVAL"] = ("QNAM", items)
+
+
+def _value_level_codelists(meta: DatasetMeta, w: Written) -> None:
+    """VLM for codelists SDTMIG binds by another variable's value (DSDECOD by DSCAT)."""
+    for (domain, var), (by, codelists) in VALUE_LEVEL_CODELISTS.items():
+        if meta.name != domain or var not in w.data.columns or by not in w.data.columns:
+            continue
+        items = []
+        for value, group in w.data.groupby(by, sort=True):
+            sub = Written(w.name, w.label, group, w.labels, w.formats)
+            base = next(v for v in meta.variables if v.name == var)
+            vvar = _mk_var(sub, var, codelist=codelists.get(str(value), ""), origin=base.origin,
+                           origin_source=base.origin_source, origin_text=base.origin_text, method=base.method)
+            vvar.label = f"{base.label} ({value})"[:40] if len(f"{base.label} ({value})") <= 40 else base.label
+            items.append((str(value), vvar, group[var]))
+        meta.value_lists[var] = (by, [(v, x) for v, x, _ in items])
+        meta.vlm_values.update({(var, v): vals for v, _x, vals in items})
 
 
 def adam_metadata(written: dict[str, Written], specs) -> list[DatasetMeta]:
@@ -313,6 +340,11 @@ def adam_metadata(written: dict[str, Written], specs) -> list[DatasetMeta]:
 def _adam_codelist(col: str, md) -> str:
     if col.endswith("FL") and len(col) <= 8:
         return "NY"
+    from .metadata import adam_variable
+
+    found = adam_variable(col)
+    if found is not None and len(found.codelists) == 1:
+        return found.codelists[0]
     for d in ("DM", "AE"):
         vm = md.domain(d).variable(col)
         if vm and vm.codelist:
@@ -397,11 +429,12 @@ def validate_define(path: Path) -> None:
                               source=f"{path.name}:{err.line}")
 
 
-def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[str, str], created: str) -> bytes:
+def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[str, str], created: str,
+                 ct: Terminology | None = None) -> bytes:
     """The Define-XML 2.1 document (bytes) for one folder's datasets, built with odmlib."""
     import odmlib.define_2_1.model as D
 
-    ct, ct_date = define_ct()
+    ct = ct if ct is not None else load_terminology()
     sid = study.studyid
     kind = "SDTM" if standard[0] == "SDTMIG" else "ADAM"
 
@@ -421,8 +454,14 @@ def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[s
                             Description=f"Define-XML of the {kind} datasets of study {sid}, generated by cdisc_convert")
     stds = D.Standards()
     stds.Standard.append(D.Standard(OID="STD.IG", Name=standard[0], Type="IG", Version=standard[1], Status="Final"))
-    stds.Standard.append(D.Standard(OID="STD.CT", Name="CDISC/NCI", Type="CT", PublishingSet="SDTM",
-                                    Version=ct_date, Status="Final"))
+    ct_oids = {}
+    for package, date in ct.packages.items():  # the CT releases in use (--ct or the bundled ones)
+        publishing = package.split()[0]
+        if kind == "SDTM" and publishing != "SDTM":
+            continue
+        ct_oids[package] = f"STD.CT.{publishing.upper()}.{date}"
+        stds.Standard.append(D.Standard(OID=ct_oids[package], Name="CDISC/NCI", Type="CT", PublishingSet=publishing,
+                                        Version=date, Status="Final"))
     mdv.Standards = stds
     acrf = next((d for d in study.documents if d.type == "acrf"), None)
     if acrf is not None:
@@ -479,7 +518,8 @@ def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[s
         for order, var in enumerate(meta.variables, start=1):
             oid = f"IT.{ds}.{var.name}"
             ref = D.ItemRef(ItemOID=oid, Mandatory="Yes" if var.mandatory else "No", OrderNumber=order,
-                            **({"KeySequence": meta.keys.index(var.name) + 1} if var.name in meta.keys else {}))
+                            **({"KeySequence": meta.keys.index(var.name) + 1} if var.name in meta.keys else {}),
+                            **({"Role": var.role} if var.role else {}))
             if var.origin == "Derived" and var.method:
                 methods[f"MT.{ds}.{var.name}"] = var.method
                 ref.MethodOID = f"MT.{ds}.{var.name}"
@@ -505,7 +545,7 @@ def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[s
                         methods[f"MT.{vl_oid}"] = vvar.method
                         vref.MethodOID = f"MT.{vl_oid}"
                     vl.ItemRef.append(vref)
-                    item_defs.append(item_def(vl_oid, vvar, ds, None))
+                    item_defs.append(item_def(vl_oid, vvar, ds, meta.vlm_values.get((var.name, value))))
                 value_lists.append(vl)
                 it.ValueListRef = D.ValueListRef(ValueListOID=f"VL.{ds}.{var.name}")
             item_defs.append(it)
@@ -521,9 +561,12 @@ def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[s
     for it in item_defs:
         mdv.ItemDef.append(it)
     for cl_name in sorted(used_codelists):
-        mdv.CodeList.append(_codelist(D, cl_name, sorted(used_codelists[cl_name]), ct.get(cl_name),
+        codelist = ct.get(cl_name)
+        mdv.CodeList.append(_codelist(D, cl_name, sorted(used_codelists[cl_name]), codelist,
                                       decodes.get(cl_name if not cl_name.startswith("PARAMCD_") else cl_name, {})
-                                      or decodes.get("PARAMCD_" + cl_name[8:], {}), text))
+                                      or decodes.get("PARAMCD_" + cl_name[8:], {}), text,
+                                      ct_oids.get(codelist.package, next(iter(ct_oids.values()), ""))
+                                      if codelist is not None else ""))
     for oid in sorted(methods):
         m = D.MethodDef(OID=oid, Name=f"Algorithm to derive {oid[3:]}", Type="Computation")
         m.Description = text(methods[oid])
@@ -565,37 +608,27 @@ def _oid_part(value: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in value)
 
 
-def define_ct():
-    """The CT for define.xml: the CDISC package in ../shared/standards/ct when it is there (term
-    codes included), over the project's own facts; and the package date for def:Standard."""
-    import re
-
-    from .metadata import ct_version
-    from .validate import SHARED_CT
-    from .validate.ct_package import load_ct_package
-
-    ct = dict(load_ct())
-    if SHARED_CT.is_dir() and any(SHARED_CT.rglob("*.txt")):
-        package, source = load_ct_package(None, SHARED_CT)
-        ct.update(package)
-        dates = sorted(re.findall(r"\d{4}-\d{2}-\d{2}", " ".join(p.name for p in SHARED_CT.rglob("*.txt"))))
-        return ct, dates[-1] if dates else ct_version()
-    return ct, ct_version()
-
-
-def _codelist(D, name: str, values: list[str], codelist, decodes: dict[str, str], text):
-    """A CodeList restricted to the values that occur; NCI codes as Alias; sponsor extensions flagged."""
+def _codelist(D, name: str, values: list[str], codelist, decodes: dict[str, str], text, standard_oid: str = ""):
+    """A CodeList restricted to the values that occur; NCI codes as Alias; values outside the CDISC
+    terms flagged ExtendedValue; an external dictionary (ISO 3166) as ExternalCodeList."""
+    if codelist is not None and codelist.dictionary:
+        cl = D.CodeList(OID=f"CL.{name}", Name=codelist.label or name, DataType="text")
+        cl.ExternalCodeList = D.ExternalCodeList(Dictionary=codelist.dictionary)
+        return cl
+    cdisc = bool(codelist and codelist.source == "CDISC")
     label = codelist.label if codelist else name
     cl = D.CodeList(OID=f"CL.{name}", Name=label if not name.startswith("PARAMCD_") else f"Parameter Codes ({name[8:]})",
-                    DataType="text", **({"StandardOID": "STD.CT"} if codelist and codelist.source == "CDISC" else {}),
-                    **({"IsNonStandard": "Yes"} if not codelist or codelist.source != "CDISC" else {}))
+                    DataType="text", **({"StandardOID": standard_oid} if cdisc and standard_oid else {}),
+                    **({"IsNonStandard": "Yes"} if not cdisc else {}))
     known = set(codelist.terms) if codelist else set()
+    decodes = {**(codelist.decodes if codelist else {}), **decodes}
+    decoded = any(decodes.get(v) for v in values)  # one kind of item per codelist (the schema's rule)
     for order, value in enumerate(values, start=1):
-        extended = bool(codelist and codelist.source == "CDISC" and codelist.extensible and value not in known)
-        if decodes.get(value):
+        extended = bool(cdisc and codelist.extensible and value not in known)
+        if decoded:
             item = D.CodeListItem(CodedValue=value, OrderNumber=order, **({"ExtendedValue": "Yes"} if extended else {}))
             dec = D.Decode()
-            dec.TranslatedText.append(D.TranslatedText(_content=decodes[value], lang="en"))
+            dec.TranslatedText.append(D.TranslatedText(_content=decodes.get(value) or value, lang="en"))
             item.Decode = dec
             cl.CodeListItem.append(item)
         else:
@@ -604,7 +637,7 @@ def _codelist(D, name: str, values: list[str], codelist, decodes: dict[str, str]
         term_code = codelist.term_codes.get(value) if codelist is not None else None
         if term_code and not extended:
             item.Alias.append(D.Alias(Context="nci:ExtCodeID", Name=term_code))
-    if codelist and codelist.source == "CDISC" and codelist.code.startswith("C"):
+    if cdisc and codelist.code.startswith("C"):
         cl.Alias.append(D.Alias(Context="nci:ExtCodeID", Name=codelist.code))
     return cl
 
@@ -618,12 +651,13 @@ def render_html(define_path: Path, html_path: Path, stylesheet: Path | None = No
 
 
 def write_define(folder: Path, metas: list[DatasetMeta], written: dict[str, Written], study: StudyConfig,
-                 standard: tuple[str, str], created: str, stylesheet: Path | None = None) -> Path:
+                 standard: tuple[str, str], created: str, stylesheet: Path | None = None,
+                 ct: Terminology | None = None) -> Path:
     """Build, write, validate and render ``folder/define.xml`` (+ ``define.html``)."""
     for meta in metas:
         meta.data = written[meta.name].data
     path = folder / "define.xml"
-    path.write_bytes(build_define(metas, study, standard, created))
+    path.write_bytes(build_define(metas, study, standard, created, ct))
     validate_define(path)
     render_html(path, folder / "define.html", stylesheet)
     return path

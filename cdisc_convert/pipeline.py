@@ -19,10 +19,10 @@ import pandas as pd
 from . import __version__
 from .errors import ConversionError
 from .text import as_text
-from .metadata import Sdtmig, load_ct, load_sdtmig
+from .metadata import Sdtmig, Terminology, load_sdtmig, load_terminology
 from .readers import read_csv_forms, read_odm_forms, read_sas_forms
 from .sdtm import trial_design
-from .sdtm.engine import (Conversion, Excluded, MappedDomain, derive_subject_level, finalize_domain,
+from .sdtm.engine import (Conversion, Excluded, MappedDomain, check_spec, derive_subject_level, finalize_domain,
                           map_domain_records, screen_rows)
 from .spec import DomainSpec, StudyConfig, load_domain_spec, load_study_config
 from .writers import Dataset, atomic_output, write_dataset_json, write_xpt
@@ -42,10 +42,15 @@ class RunResult:
 
 
 def load_specs(study_dir: Path) -> list[DomainSpec]:
-    """Every ``*.yaml`` in the study folder except ``study.yaml``, in file-name order."""
-    specs = [load_domain_spec(p) for p in sorted(study_dir.glob("*.yaml")) if p.name != STUDY_FILE]
+    """Every ``*.yaml`` in the study folder except ``study.yaml`` and ``terminology.yaml``, in file-name order."""
+    from .metadata.ct import STUDY_TERMINOLOGY
+
+    specs = [load_domain_spec(p) for p in sorted(study_dir.glob("*.yaml")) if p.name not in (STUDY_FILE,
+                                                                                               STUDY_TERMINOLOGY)]
     seen: dict[str, str] = {}
+    md = load_sdtmig()
     for s in specs:
+        check_spec(s, md)
         if s.domain in seen:
             raise ConversionError(f"domain {s.domain} is specified twice (also in {seen[s.domain]})", spec=f"{s.file}:1")
         seen[s.domain] = s.file
@@ -74,9 +79,11 @@ def read_edc(study: StudyConfig, study_dir: Path, edc: Path | None = None, encod
 
 
 def convert_sdtm(study: StudyConfig, specs: list[DomainSpec], raw_forms: dict[str, pd.DataFrame],
-                 progress: Callable[[str], None] = lambda s: None) -> tuple[Conversion, dict[str, Dataset], pd.DataFrame]:
+                 progress: Callable[[str], None] = lambda s: None, ct: Terminology | None = None
+                 ) -> tuple[Conversion, dict[str, Dataset], pd.DataFrame]:
     """Map all specs and derive all SDTM datasets; returns the conversion, datasets and SE."""
-    md, ct = load_sdtmig(), load_ct()
+    md = load_sdtmig()
+    ct = ct if ct is not None else load_terminology()
     run = Conversion()
     forms, run.excluded = screen_rows(raw_forms, study)
     for spec in specs:
@@ -100,33 +107,44 @@ def convert_sdtm(study: StudyConfig, specs: list[DomainSpec], raw_forms: dict[st
 
 
 def _typed(frame: pd.DataFrame, name: str, md: Sdtmig, spec: DomainSpec | None) -> pd.DataFrame:
-    """Keep the domain's variables in SDTMIG order with their types; a variable the SDTMIG
-    does not have for the domain is an error (it belongs in SUPP--)."""
-    meta = md.domain(name)
-    unknown = [c for c in frame.columns if not c.startswith(("__", "@")) and meta.variable(c) is None]
+    """The domain's variables in SDTMIG order with their types: every Expected variable (empty
+    when not collected), the Required and Permissible ones mapped. A variable neither the IG nor
+    the SDTM model allows for the domain is an error (it belongs in SUPP--)."""
+    cls = spec.class_ if spec else None
+    meta = md.domain(name, cls)
+    mapped = [c for c in frame.columns if not c.startswith(("__", "@"))]
+    found = {c: md.allowed_variable(name, c, cls) for c in mapped}
+    unknown = [c for c, v in found.items() if v is None]
     if unknown:
         where = spec.line_of("variables", unknown[0]) if spec else None
         raise ConversionError(f"variable {unknown[0]} is not a {name} variable in SDTMIG {md.version}; "
                               f"map it as a supplemental qualifier (supp:)", spec=where, dataset=name, field=unknown[0])
-    cols = [v.name for v in meta.variables if v.name in frame.columns]
-    out = frame[cols].copy()
-    for v in meta.variables:
-        if v.name not in out.columns:
-            continue
-        if v.type == "Num":
-            out[v.name] = pd.to_numeric(out[v.name].replace("", None), errors="coerce").astype(float)
+    expected = [v.name for v in meta.variables if v.core == "Exp" and v.name not in found]
+    cols = md.place(meta, [*mapped, *expected])
+    out = pd.DataFrame(index=frame.index)
+    for c in cols:
+        v = found.get(c) or meta.variable(c)
+        if c not in frame.columns:
+            out[c] = float("nan") if v.type == "Num" else ""
+        elif v.type == "Num":
+            out[c] = pd.to_numeric(frame[c].replace("", None), errors="coerce").astype(float)
         else:
-            out[v.name] = as_text(out[v.name])
+            out[c] = as_text(frame[c])
     return out.reset_index(drop=True)
 
 
+def _labels(name: str, columns, md: Sdtmig, cls: str | None = None) -> dict[str, str]:
+    return {c: md.allowed_variable(name, c, cls).label for c in columns if md.allowed_variable(name, c, cls)}
+
+
 def _dataset(name: str, frame: pd.DataFrame, md: Sdtmig, spec: DomainSpec | None = None) -> Dataset:
-    meta = md.domain(name)
+    cls = spec.class_ if spec else None
+    meta = md.domain(name, cls)
     data = _typed(frame, name, md, spec)
     label = (spec.label if spec and spec.label else meta.label)
     seq = f"{name}SEQ" if f"{name}SEQ" in data.columns else None
     ids = ["USUBJID", seq] if seq else list(meta.keys)
-    labels = {v.name: v.label for v in meta.variables}
+    labels = _labels(name, data.columns, md, cls)
     for var, override in (spec.metadata.items() if spec else []):
         if override.label:
             labels[var] = override.label
@@ -139,11 +157,12 @@ def variable_metadata(datasets: dict[str, Dataset], specs: list[DomainSpec], md:
     by_domain = {s.domain: s for s in specs}
     out = {}
     for name, ds in datasets.items():
-        meta = md.domain(name)
         spec = by_domain.get(name)
+        cls = spec.class_ if spec else None
+        meta = md.domain(name, cls)
         variables = []
         for order, col in enumerate(ds.data.columns, start=1):
-            vm = meta.variable(col)
+            vm = md.allowed_variable(name, col, cls)
             rule = spec.variables.get(col) if spec else None
             override = spec.metadata.get(col) if spec else None
             if name.startswith("SUPP") or name in ("TS", "TA", "TE", "TV"):
@@ -159,7 +178,7 @@ def variable_metadata(datasets: dict[str, Dataset], specs: list[DomainSpec], md:
             variables.append({
                 "name": col, "label": ds.labels.get(col, ""), "type": "Num" if is_num else "Char",
                 "length": 8 if is_num else max(1, int(series.fillna("").astype(str).str.len().max() or 1)),
-                "order": order, "core": vm.core if vm else "",
+                "order": order, "core": vm.core if vm else "", "role": vm.role if vm else "",
                 "codelist": (override.codelist if override and override.codelist else (vm.codelist if vm else "")),
                 "origin": override.origin if override and override.origin else origin,
                 "spec": spec.line_of("variables", col) if spec and rule is not None else "",
@@ -191,11 +210,10 @@ def _build_datasets(run: Conversion, study: StudyConfig, md: Sdtmig, se: pd.Data
     visit_days = {float(v.visitnum): v.day for v in study.visits}
     sv = trial_design.subject_visits({n: d.data for n, d in datasets.items() if not n.startswith("SUPP")}, visit_days)
     if len(sv):
-        from .sdtm.derive import epoch_of, study_day
+        from .sdtm.derive import study_day
         rf = sv["USUBJID"].map(run.domains["DM"].data.set_index("USUBJID")["RFSTDTC"])
         sv["VISITDY"] = sv["VISITNUM"].map(visit_days).astype(float)
         sv["SVSTDY"], sv["SVENDY"] = study_day(sv["SVSTDTC"], rf), study_day(sv["SVENDTC"], rf)
-        sv["EPOCH"] = epoch_of(sv, "SVSTDTC", se)
         datasets["SV"] = _dataset("SV", sv, md)
     for name, builder in (("TS", trial_design.trial_summary), ("TA", trial_design.trial_arms),
                           ("TE", trial_design.trial_elements), ("TV", trial_design.trial_visits)):
@@ -346,17 +364,18 @@ def run_adam_only(study_dir: Path, out_dir: Path, sdtm_dir: Path | None = None,
     return RunResult(out_dir, datasets, [], [], timings, 0)
 
 
-def run_define(study_dir: Path, out_dir: Path, stylesheet: Path | None = None) -> list[Path]:
+def run_define(study_dir: Path, out_dir: Path, stylesheet: Path | None = None, ct=None) -> list[Path]:
     """``cdisc-convert define``: Define-XML for the datasets already in ``out_dir``."""
     from .define_xml import write_study_defines
 
     study = load_study_config(Path(study_dir) / STUDY_FILE)
     created = str(study.study.get("created", DEFAULT_CREATED))
-    return write_study_defines(Path(study_dir), Path(out_dir), study, created, stylesheet)
+    return write_study_defines(Path(study_dir), Path(out_dir), study, created, stylesheet,
+                               ct=load_terminology(ct, Path(study_dir)))
 
 
 def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding: str | None = None,
-              progress: Callable[[str], None] = lambda s: None, stylesheet: Path | None = None) -> RunResult:
+              progress: Callable[[str], None] = lambda s: None, stylesheet: Path | None = None, ct=None) -> RunResult:
     """Convert a study: read, map, derive, write ``out_dir/sdtm`` (and ``out_dir/adam`` when the
     study has ADaM specs) plus manifest, lineage and reconciliation, all or nothing."""
     import time
@@ -371,7 +390,8 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
     raw_forms, input_files = read_edc(study, study_dir, edc, encoding)
     timings["read"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    run, datasets, _se = convert_sdtm(study, specs, raw_forms, progress)
+    terminology = load_terminology(ct, study_dir)
+    run, datasets, _se = convert_sdtm(study, specs, raw_forms, progress, terminology)
     lineage, used = _lineage(datasets, run)
     recon = reconciliation(raw_forms, run, used)
     run.domains.clear()  # the typed datasets carry on; the working frames are no longer needed
@@ -400,7 +420,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         t4 = time.perf_counter()
         from .define_xml import from_datasets, write_study_defines
         write_study_defines(study_dir, tmp, study, created, stylesheet, from_datasets(datasets),
-                            from_datasets(adam) if adam else None)
+                            from_datasets(adam) if adam else None, ct=terminology)
         timings["define"] = time.perf_counter() - t4
         progress("validate")
         t5 = time.perf_counter()
@@ -410,7 +430,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         sdtm_loaded = in_memory(datasets)
         for folder, written in (("sdtm", datasets), ("adam", adam)):
             if written:
-                checked = validate_folder(tmp / folder, study_dir=study_dir, preloaded=in_memory(written)
+                checked = validate_folder(tmp / folder, study_dir=study_dir, ct=terminology, preloaded=in_memory(written)
                                           if folder == "adam" else sdtm_loaded, reference_preloaded=sdtm_loaded)
                 checked.folder = Path(folder)  # relative: the report does not depend on where OUT is
                 write_reports(checked, tmp / "validation" / folder)
@@ -431,6 +451,8 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
             "tool": {"name": "cdisc_convert", "version": __version__},
             "versions": {"python": platform.python_version(), "pandas": pd.__version__,
                          "pyreadstat": __import__("pyreadstat").__version__, "sdtmig": load_sdtmig().version},
+            "controlled_terminology": {"packages": terminology.packages, "source": terminology.source,
+                                       "study_terminology": terminology.study_file},
             "study": study.studyid,
             "inputs": [{"path": p.name, "sha256": _sha256(p), "bytes": p.stat().st_size} for p in input_files],
             "specs": [{"path": p.name, "sha256": _sha256(p)} for p in sorted(study_dir.glob("*.yaml"))],

@@ -201,6 +201,7 @@ class TestDef(Strict):
     method: Optional[str] = None
     obj: Optional[str] = None
     stdunit: Optional[str] = None
+    codelist: Optional[str] = None  # codelist of the result (value-level: --ORRES/--STRESC where --TESTCD is this)
     low: Optional[float] = None
     high: Optional[float] = None
 
@@ -243,6 +244,7 @@ class DomainSpec(Strict):
     """A whole domain: where records come from and how each variable is made."""
 
     domain: str
+    class_: Optional[str] = Field(None, alias="class")  # a custom domain's (X*, Y*, Z*) observation class
     label: Optional[str] = None
     comment: Optional[str] = None
     sources: list[Source]

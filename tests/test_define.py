@@ -71,6 +71,8 @@ def test_every_codelist_term_in_the_data_is_in_its_codelist(example_out, folder)
         _, ds, var = it.get("OID").split(".")
         data, _ = pyreadstat.read_xport(str(example_out / folder / f"{ds.lower()}.xpt"), usecols=[var])
         cl = doc.find(f".//odm:CodeList[@OID='{ref.get('CodeListOID')}']", NS)
+        if cl.find("odm:ExternalCodeList", NS) is not None:  # ISO 3166: a dictionary, no terms listed
+            continue
         terms = {i.get("CodedValue") for i in cl.findall("odm:CodeListItem", NS) + cl.findall("odm:EnumeratedItem", NS)}
         present = set(data[var].fillna("").astype(str)) - {""}
         assert present <= terms, (ds, var, present - terms)
@@ -218,21 +220,34 @@ def test_documents_and_comments_from_config_and_specs(study_copy, tmp_path):
     assert comment.text == "Verbatim as entered by the site"
 
 
-def test_ct_package_in_shared_standards_gives_term_codes_and_date(example_out, tmp_path, monkeypatch):
-    import cdisc_convert.validate as validate
+def test_ct_release_chosen_with_ct_gives_term_codes_and_its_date(example_out, tmp_path):
     from conftest import STUDY
     from cdisc_convert.pipeline import run_define
     ct_dir = tmp_path / "ct"
     ct_dir.mkdir()
-    (ct_dir / "SDTM Terminology 2025-03-28.txt").write_text(
+    (ct_dir / "SDTM Terminology 2024-12-20.txt").write_text(
         "Code\tCodelist Code\tCodelist Extensible (Yes/No)\tCodelist Name\tCDISC Submission Value\t"
         "CDISC Synonym(s)\tCDISC Definition\tNCI Preferred Term\n"
         "C66731\t\tNo\tSex\tSEX\t\t\t\nC16576\tC66731\t\tSex\tF\tFemale\t\t\nC20197\tC66731\t\tSex\tM\tMale\t\t\n")
-    monkeypatch.setattr(validate, "SHARED_CT", ct_dir)
     out = tmp_path / "out"
     shutil.copytree(example_out, out)
-    run_define(STUDY, out)
+    study = tmp_path / "study"  # without terminology.yaml, whose extensions need the full package
+    shutil.copytree(STUDY, study, ignore=shutil.ignore_patterns("edc", "terminology.yaml"))
+    run_define(study, out, ct=[ct_dir])
     doc = parse(out / "sdtm" / "define.xml")
     male = doc.find(".//odm:CodeList[@OID='CL.SEX']/odm:EnumeratedItem[@CodedValue='M']", NS)
     assert male.find("odm:Alias", NS).get("Name") == "C20197"
-    assert doc.find(".//def:Standard[@Type='CT']", NS).get("Version") == "2025-03-28"
+    assert doc.find(".//def:Standard[@Type='CT']", NS).get("Version") == "2024-12-20"
+    bundled = parse(example_out / "sdtm" / "define.xml")
+    assert bundled.find(".//def:Standard[@Type='CT']", NS).get("Version") == "2025-03-28"
+
+
+def test_every_sdtm_item_ref_carries_its_role_and_country_is_iso_3166(example_out):
+    doc = parse(example_out / "sdtm" / "define.xml")
+    refs = doc.findall(".//odm:ItemGroupDef/odm:ItemRef", NS)
+    assert refs and all(r.get("Role") for r in refs)
+    ref = doc.find(".//odm:ItemGroupDef[@Name='DM']/odm:ItemRef[@ItemOID='IT.DM.USUBJID']", NS)
+    assert ref.get("Role") == "Identifier"
+    country = doc.find(".//odm:CodeList[@OID='CL.COUNTRY']", NS)
+    assert country.find("odm:ExternalCodeList", NS).get("Dictionary") == "ISO 3166-1 alpha-3"
+    assert country.get("{http://www.cdisc.org/ns/def/v2.1}StandardOID") is None

@@ -42,8 +42,8 @@ def changed_datasets(cmp):
 
 
 def test_changed_recode_entry(example_out, tmp_path):
-    new = edited(tmp_path, "recode", "ds.yaml", "Other: OTHER,", "Other: PHYSICIAN DECISION,")
-    assert changes_of(STUDY, new) == ["ds.yaml: variables / DSDECOD / map / Other: OTHER -> PHYSICIAN DECISION"]
+    new = edited(tmp_path, "recode", "ds.yaml", "    field: DSSTAT\n", "    field: DSSTAT\n    map: {Other: PHYSICIAN DECISION}\n")
+    assert changes_of(STUDY, new) == ['ds.yaml: variables / DSDECOD / map: added {"Other": "PHYSICIAN DECISION"}']
     cmp = sdtm_compare(example_out, new, tmp_path)
     assert changed_datasets(cmp) == {"DS"}
     ds = next(d for d in cmp.datasets if d.name == "DS")
@@ -70,7 +70,7 @@ def test_changed_visit_window(example_out, tmp_path):
     assert changed_datasets(cmp) == {"TV"}
     tv = next(d for d in cmp.datasets if d.name == "TV")
     assert {v: x["count"] for v, x in tv.values.items()} == {"TVSTRL": 1, "TVENRL": 1}
-    assert tv.values["TVENRL"]["examples"][0] == {"keys": {"STUDYID": "NCT05948982", "VISITNUM": 17.0},
+    assert tv.values["TVENRL"]["examples"][0] == {"keys": {"STUDYID": "NCT05948982", "VISITNUM": 17.0, "ARMCD": ""},
                                                   "base": "Study day 92", "new": "Study day 95"}
 
 
@@ -137,12 +137,12 @@ def test_git_revisions_read_with_git_show(tmp_path):
     git("-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
     ds = repo / "mappings" / "s1" / "ds.yaml"
-    ds.write_text(ds.read_text().replace("Other: OTHER,", "Other: PHYSICIAN DECISION,"))
+    ds.write_text(ds.read_text().replace("    field: DSSTAT\n", "    field: DSSTAT\n    map: {Other: PHYSICIAN DECISION}\n"))
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "two")
     ds.write_text(ds.read_text() + "# an uncommitted edit in the working tree\n")
     proc = cli("diff-spec", "--rev", "HEAD~1", "--rev", "HEAD", "--repo", str(repo), "--study", "mappings/s1")
     assert proc.returncode == 1
-    assert "ds.yaml: variables / DSDECOD / map / Other: OTHER -> PHYSICIAN DECISION" in proc.stdout
+    assert 'ds.yaml: variables / DSDECOD / map: added {"Other": "PHYSICIAN DECISION"}' in proc.stdout
     status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True).stdout
     assert status.strip() == "M mappings/s1/ds.yaml"  # the working tree is as the user left it
     bad = cli("diff-spec", "--rev", "no-such-rev", "--rev", "HEAD", "--repo", str(repo), "--study", "mappings/s1")
@@ -150,7 +150,7 @@ def test_git_revisions_read_with_git_show(tmp_path):
 
 
 def test_impact_runs_both_versions_on_the_same_export(tmp_path):
-    new = edited(tmp_path, "impact", "ds.yaml", "Other: OTHER,", "Other: PHYSICIAN DECISION,")
+    new = edited(tmp_path, "impact", "ds.yaml", "    field: DSSTAT\n", "    field: DSSTAT\n    map: {Other: PHYSICIAN DECISION}\n")
     proc = cli("diff-spec", str(STUDY), str(new), "--impact", "--json", str(tmp_path / "i.json"))
     assert proc.returncode == 1
     import json

@@ -20,8 +20,10 @@ def write(tmp_path, text, name="xx.yaml"):
 
 def test_all_shipped_specs_validate():
     load_study_config(STUDY / "study.yaml")
+    from cdisc_convert.metadata.ct import load_study_terminology
+    assert "LBTESTCD" in load_study_terminology(STUDY / "terminology.yaml").codelists
     for path in sorted(STUDY.glob("*.yaml")):
-        if path.name != "study.yaml":
+        if path.name not in ("study.yaml", "terminology.yaml"):
             assert load_domain_spec(path).domain
 
 
@@ -90,9 +92,15 @@ def test_value_outside_non_extensible_codelist_is_an_error():
 
 
 def test_value_outside_extensible_codelist_is_reported_not_silent():
-    c = ctx(R=["INTRAVENOUS", "ORAL"])
-    assert evaluate_rule(rule(field="R", codelist="ROUTE"), c, ()).tolist() == ["INTRAVENOUS", "ORAL"]
-    assert c.deviations[0]["type"] == "ct-extensible-value" and c.deviations[0]["value"] == "ORAL"
+    c = ctx(R=["INTRAVENOUS", "BY PIGEON"])
+    assert evaluate_rule(rule(field="R", codelist="ROUTE"), c, ()).tolist() == ["INTRAVENOUS", "BY PIGEON"]
+    assert c.deviations[0]["type"] == "ct-extensible-value" and c.deviations[0]["value"] == "BY PIGEON"
+
+
+def test_codelist_recodes_collected_text_by_the_ct_synonyms():
+    c = ctx(R=["Intravenous", "Oral", "PO"])
+    assert evaluate_rule(rule(field="R", codelist="ROUTE"), c, ()).tolist() == ["INTRAVENOUS", "ORAL", "ORAL"]
+    assert not c.deviations
 
 
 def test_unmapped_value_is_an_error_not_passed_through():

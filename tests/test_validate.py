@@ -13,7 +13,7 @@ import pytest
 
 from cdisc_convert.errors import ConversionError
 from cdisc_convert.validate import validate_folder
-from cdisc_convert.validate.ct_package import read_evs_package
+from cdisc_convert.metadata.ct import read_package
 
 KEY = ["rule", "dataset", "variable", "record", "usubjid", "value"]
 
@@ -194,7 +194,7 @@ def test_ct_package_in_nci_evs_format(example_out, tmp_path):
     rows = ["C66731\t\tNo\tSex\tSEX\t\t\t", "C16576\tC66731\t\tSex\tF\tFemale\t\t"]
     package = tmp_path / "SDTM Terminology.txt"
     package.write_text(header + "\n".join(rows) + "\n")
-    assert read_evs_package(package)["SEX"].terms == ["F"]
+    assert read_package(package)[2]["SEX"].terms == ["F"]
     result = validate_folder(example_out / "sdtm", ct=package)
     sex = result.findings[(result.findings.rule == "CT0001") & (result.findings.variable == "SEX")]
     assert set(sex.value) == {"M"}  # this tiny package knows only F

@@ -1,5 +1,6 @@
-"""ADaM datasets as written: the spec's variables in its order, with labels from the ADaMIG
-facts (``metadata/adamig.yaml``) or the spec, numeric SAS dates with DATE9./DATETIME20. formats.
+"""ADaM datasets as written: the spec's variables in its order, with labels from ADaMIG 1.3
+(``cdisc_convert/standards/adamig-1.3.json``; SDTM variables carried over keep their SDTMIG
+labels) or the spec, numeric SAS dates with DATE9./DATETIME20. formats.
 
 Example:
     >>> sas_date(pd.Series(pd.to_datetime(["1960-01-01", "2024-01-08", None]))).tolist()
@@ -7,14 +8,10 @@ Example:
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
-
 import pandas as pd
-from ruamel.yaml import YAML
 
 from ..errors import ConversionError
-from ..metadata import HERE
+from ..metadata import adam_variable, load_sdtmig
 from ..text import as_text
 from ..writers import Dataset
 from .derive import SRC
@@ -23,11 +20,25 @@ from .spec import AdamSpec
 SAS_EPOCH = pd.Timestamp("1960-01-01")
 
 
-@lru_cache(maxsize=None)
-def load_adamig(path: Path = HERE / "adamig.yaml") -> dict[str, tuple[str, str]]:
-    """ADaMIG variable name -> (label, type)."""
-    raw = YAML(typ="safe").load(path.read_text())
-    return {v[0]: (v[1], v[2]) for v in raw["variables"]}
+SDTM_CARRIED = ("DM", "AE", "EX", "DS", "LB", "VS", "QS", "SV", "CM", "MH")
+
+
+def adam_label_type(name: str) -> tuple[str, str] | None:
+    """(label, type) of an ADaM variable: ADaMIG 1.3 (patterns such as TRTxxP filled in), else
+    the SDTMIG label of an SDTM variable carried into ADaM (ETHNIC, AEOUT, VISIT ...).
+
+    >>> adam_label_type("TRT01AN"), adam_label_type("AEOUT")
+    (('Actual Treatment for Period 01 (N)', 'Num'), ('Outcome of Adverse Event', 'Char'))
+    """
+    found = adam_variable(name)
+    if found is not None:
+        return found.label, found.type
+    md = load_sdtmig()
+    for domain in SDTM_CARRIED:
+        v = md.domain(domain).variable(name)
+        if v is not None:
+            return v.label, v.type
+    return None
 
 
 def sas_date(values: pd.Series) -> pd.Series:
@@ -42,11 +53,11 @@ def sas_datetime(values: pd.Series) -> pd.Series:
 
 def adam_dataset(spec: AdamSpec, frame: pd.DataFrame) -> tuple[Dataset, pd.DataFrame]:
     """The dataset to write, and its lineage (keys + source records)."""
-    adamig = load_adamig()
     labels, formats, columns = {}, {}, {}
     for i, var in enumerate(spec.variables):
         name = var if isinstance(var, str) else var.name
-        label = (None if isinstance(var, str) else var.label) or adamig.get(name, (None,))[0]
+        known = adam_label_type(name)
+        label = (None if isinstance(var, str) else var.label) or (known[0] if known else None)
         if label is None:
             raise ConversionError(f"variable {name} is not an ADaMIG variable this project knows; give it a label "
                                   f"in the spec", dataset=spec.dataset, field=name, spec=spec.line_of("variables", i))
@@ -60,7 +71,7 @@ def adam_dataset(spec: AdamSpec, frame: pd.DataFrame) -> tuple[Dataset, pd.DataF
             formats[name] = "DATETIME20." if is_dtm else "DATE9."
         elif values.dtype.kind in "fiub":
             columns[name] = values.astype(float)
-        elif adamig.get(name, ("", "Char"))[1] == "Num":
+        elif known and known[1] == "Num":
             columns[name] = pd.to_numeric(values, errors="coerce").astype(float)
         else:
             columns[name] = as_text(values)

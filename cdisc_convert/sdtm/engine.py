@@ -24,7 +24,7 @@ from .rules import RuleContext, evaluate_condition, evaluate_rule
 
 LINEAGE_COLUMNS = ["__src", "__field", "__form"]
 TEST_ATTRIBUTES = ["testcd", "test", "cat", "scat", "spec", "method", "obj", "result", "unit", "stdunit", "low",
-                   "high"]
+                   "high", "codelist"]
 
 
 @dataclass
@@ -55,6 +55,32 @@ class Conversion:
     excluded: list[Excluded] = field(default_factory=list)
     deviations: list[dict] = field(default_factory=list)
     used_sources: set[str] = field(default_factory=set)
+
+
+def check_spec(spec: DomainSpec, md: Sdtmig) -> None:
+    """A spec maps an SDTMIG domain (or a custom X*/Y*/Z* domain of a named class) and only
+    variables the IG lists for it or the SDTM model allows for its class; anything else is an
+    error naming the spec line (non-standard variables belong in ``supp:``)."""
+    if not md.known(spec.domain):
+        raise ConversionError(f"unknown domain {spec.domain}: not an SDTMIG {md.version} domain; custom domains "
+                              f"start with X, Y or Z and name their class", spec=spec.line_of("domain"),
+                              dataset=spec.domain)
+    if spec.domain.startswith(("X", "Y", "Z")) and spec.domain not in md.domains and not spec.class_:
+        raise ConversionError(f"custom domain {spec.domain} needs 'class:' (Interventions, Events, Findings or "
+                              f"Findings About)", spec=spec.line_of("domain"), dataset=spec.domain)
+    try:
+        meta = md.domain(spec.domain, spec.class_)
+    except ConversionError as exc:
+        raise ConversionError(exc.message, spec=spec.line_of("class"), dataset=spec.domain) from None
+    places = [(("variables", n), n) for n in spec.variables]
+    places += [(("sources", i, "variables", n), n) for i, s in enumerate(spec.sources) for n in s.variables]
+    places += [(("metadata", n), n) for n in spec.metadata]
+    for where, name in places:
+        if md.allowed_variable(spec.domain, name, spec.class_) is None:
+            cls = meta.ig_class or "its"
+            raise ConversionError(f"variable {name} is not a {spec.domain} variable in SDTMIG {md.version} and the "
+                                  f"SDTM model does not allow it for the {cls} class; map it as a supplemental "
+                                  f"qualifier (supp:)", spec=spec.line_of(*where), dataset=spec.domain, field=name)
 
 
 def screen_rows(forms: dict[str, pd.DataFrame], study: StudyConfig) -> tuple[dict[str, pd.DataFrame], list[Excluded]]:
@@ -189,7 +215,7 @@ def map_domain_records(spec: DomainSpec, forms: dict[str, pd.DataFrame], study: 
             if supp.rule.own_phase == "record" and not any(phases.get(r) == "subject" for r in supp.rule.references()):
                 out[f"__supp_{supp.qnam}"] = evaluate_rule(supp.rule, ctx, ("supp", k, "rule"))
         if source.tests:
-            _standard_results(spec, rows, out, md, run)
+            _standard_results(spec, rows, out, md, run, codelists)
         for col in ["__src", "__field", "__form", "__folder", *[c for c in rows.columns if c.startswith("@")]]:
             out[col] = rows[col].values
         out["__source_index"] = i
@@ -202,14 +228,26 @@ def _context(spec, rows, out, study, codelists, form, run) -> RuleContext:
     return RuleContext(rows, out, study.constants, codelists, spec.domain, form, spec.line_of, run.deviations)
 
 
-def _standard_results(spec: DomainSpec, rows: pd.DataFrame, out: pd.DataFrame, md: Sdtmig, run: Conversion) -> None:
+def _standard_results(spec: DomainSpec, rows: pd.DataFrame, out: pd.DataFrame, md: Sdtmig, run: Conversion,
+                      codelists: dict | None = None) -> None:
     """Fill --ORRES/--ORRESU, --STRESC/N/U, --STNRLO/HI, --NRIND and --STAT from the test table,
     for the variables the domain has and the spec did not assign itself."""
     d = spec.domain
-    names = set(md.domain(d).names) if d in md.domains else set()
+    meta = md.domain(d, spec.class_)
+    names = {n for n in (f"{d}{s}" for s in ("ORRES", "ORRESU", "STRESC", "STRESN", "STRESU", "STNRLO", "STNRHI",
+                                              "NRIND", "STAT")) if md.allowed_variable(d, n, spec.class_)}
+    names |= set(meta.names)
 
     def wanted(var):
         return var in names and var not in out.columns
+
+    units = (codelists or {}).get("UNIT")
+    if units is not None:  # collected units to UNIT terms by their CDISC synonyms (ng/mL -> ug/L, sec -> s)
+        for col in ("@orresu", "@stdunit"):
+            distinct = pd.unique(rows[col].fillna("").astype(str))
+            recoded = dict(zip(distinct, units.recode(distinct)))
+            if any(k != v for k, v in recoded.items()):
+                rows[col] = rows[col].fillna("").astype(str).map(recoded)
 
     if wanted(f"{d}ORRES"):
         out[f"{d}ORRES"] = rows["@orres"].values
@@ -225,6 +263,7 @@ def _standard_results(spec: DomainSpec, rows: pd.DataFrame, out: pd.DataFrame, m
             run.deviations.append({"type": "unit-not-converted", "dataset": d, "test": testcd, "unit": unit,
                                    "records": len(group), "source": str(group["__src"].iloc[0]),
                                    "spec": spec.line_of("conversions")})
+    _result_codelists(spec, rows, std, codelists or {}, run)
     for var, col in (("STRESC", "STRESC"), ("STRESN", "STRESN"), ("STRESU", "STRESU")):
         if wanted(f"{d}{var}"):
             out[f"{d}{var}"] = std[col].values
@@ -239,6 +278,36 @@ def _standard_results(spec: DomainSpec, rows: pd.DataFrame, out: pd.DataFrame, m
         out[f"{d}NRIND"] = derive.reference_range_indicator(std["STRESN"], low, high, std["STRESC"]).values
     if wanted(f"{d}STAT"):
         out[f"{d}STAT"] = np.where(orres.fillna("").astype(str) == "", "NOT DONE", "")
+
+
+def _result_codelists(spec: DomainSpec, rows: pd.DataFrame, std: pd.DataFrame, codelists: dict,
+                      run: Conversion) -> None:
+    """Value-level codelists of results (a test's ``codelist:``): --STRESC recoded to the term
+    (synonyms, the study's collected values), a value outside a non-extensible list stops the run,
+    one outside an extensible list is a reported deviation."""
+    if "@codelist" not in rows.columns:
+        return
+    for name, idx in rows.groupby("@codelist", sort=True).groups.items():
+        if not name:
+            continue
+        codelist = codelists.get(name)
+        if codelist is None:
+            raise ConversionError(f"unknown codelist '{name}'", spec=spec.line_of("sources"), dataset=spec.domain)
+        text = std.loc[idx, "STRESC"].fillna("").astype(str)
+        distinct = pd.unique(text)
+        recoded = dict(zip(distinct, codelist.recode(distinct)))
+        std.loc[idx, "STRESC"] = text.map(recoded).values
+        outside = text.map(recoded)
+        outside = outside[(outside != "") & ~outside.isin(codelist.allowed)]
+        if len(outside) and not codelist.extensible:
+            first = outside.index[0]
+            raise ConversionError(f"result '{outside.iloc[0]}' is not in non-extensible codelist {name} "
+                                  f"({codelist.code}) of test {rows.at[first, '@testcd']}",
+                                  source=str(rows.at[first, "__src"]), field=str(rows.at[first, "__field"]),
+                                  spec=spec.line_of("sources"), dataset=spec.domain)
+        for value, count in outside.value_counts().sort_index().items():
+            run.deviations.append({"type": "ct-extensible-value", "dataset": spec.domain, "codelist": name,
+                                   "value": value, "records": int(count), "spec": spec.line_of("sources")})
 
 
 def derive_reference_dates(rule: Rule, frame: pd.DataFrame, run: Conversion, spec: DomainSpec, where) -> pd.Series:
@@ -318,7 +387,7 @@ def _need(var, out, spec, where):
 def finalize_domain(mapped: MappedDomain, md: Sdtmig) -> None:
     """Sort records by the domain keys, assign --SEQ, and split SUPP-- qualifiers out."""
     spec, frame = mapped.spec, mapped.data
-    meta = md.domain(spec.domain)
+    meta = md.domain(spec.domain, spec.class_)
     seq_var = next((n for n, r in spec.variables.items() if r.derive == "seq"), None)
     keys = [k for k in meta.keys if k in frame.columns and k != seq_var]
     extra = [c for c in ("VISITNUM", f"{spec.domain}TESTCD", f"{spec.domain}DTC") if c in frame.columns and c not in keys]
@@ -326,7 +395,7 @@ def finalize_domain(mapped: MappedDomain, md: Sdtmig) -> None:
         .reset_index(drop=True)
     if seq_var:
         frame[seq_var] = derive.sequence_number(frame)
-    frame, overflow = split_long_text(frame, md.domain(spec.domain), seq_var)
+    frame, overflow = split_long_text(frame, meta, seq_var)
     mapped.data = frame
     mapped.supp = build_supp(mapped, seq_var, overflow)
 

@@ -125,7 +125,7 @@ def evaluate_rule(rule: Rule, ctx: RuleContext, where: tuple) -> pd.Series:
     if rule.map is not None:
         values = _apply_map(values, rule, ctx, where)
     if rule.codelist is not None:
-        _check_codelist(values, rule, ctx, where)
+        values = _check_codelist(values, rule, ctx, where)
     if rule.type == "num":
         text = as_text(values)
         numbers = pd.to_numeric(text.replace("", None), errors="coerce")
@@ -220,17 +220,25 @@ def _apply_map(values: pd.Series, rule: Rule, ctx: RuleContext, where: tuple) ->
     return mapped.where(~unmapped, text.str.upper()).fillna("").astype(object)
 
 
-def _check_codelist(values: pd.Series, rule: Rule, ctx: RuleContext, where: tuple) -> None:
+def _check_codelist(values: pd.Series, rule: Rule, ctx: RuleContext, where: tuple) -> pd.Series:
+    """Recode collected text to the codelist's terms (CDISC synonyms, the study's collected
+    values), then check: outside a non-extensible list stops the run; outside an extensible
+    list and not declared by the study is a reported deviation."""
     codelist = ctx.codelists.get(rule.codelist)
     if codelist is None:
-        raise ConversionError(f"unknown codelist '{rule.codelist}'", spec=ctx.spec_line(*where, "codelist"),
-                              dataset=ctx.domain)
-    if not codelist.terms:
-        return  # extensible list kept open here: terms come from the test table
+        raise ConversionError(f"unknown codelist '{rule.codelist}' (neither in the CT package nor in the study's "
+                              f"terminology.yaml)", spec=ctx.spec_line(*where, "codelist"), dataset=ctx.domain)
+    if not codelist.terms and not codelist.extended:
+        return values  # extensible list kept open here: terms come from the test table
     text = values.fillna("").astype(str)
-    outside = (text != "") & ~text.isin(codelist.terms)
+    distinct = pd.unique(text)
+    recoded = dict(zip(distinct, codelist.recode(distinct)))
+    if any(k != v for k, v in recoded.items()):
+        text = text.map(recoded)
+        values = text.astype(object)
+    outside = (text != "") & ~text.isin(codelist.allowed)
     if not outside.any():
-        return
+        return values
     if not codelist.extensible:
         ctx.fail(f"value '{{value}}' is not in non-extensible codelist {codelist.name} ({codelist.code}); "
                  f"add it to the rule's map", outside, rule.field, (*where, "codelist"))
@@ -239,3 +247,4 @@ def _check_codelist(values: pd.Series, rule: Rule, ctx: RuleContext, where: tupl
         ctx.deviations.append({"type": "ct-extensible-value", "dataset": ctx.domain, "codelist": codelist.name,
                                "value": value, "records": int(count), "source": str(ctx.rows.at[first, "__src"]),
                                "spec": ctx.spec_line(*where, "codelist")})
+    return values

@@ -18,13 +18,11 @@ from lxml import etree
 from ruamel.yaml import YAML
 
 from ..errors import ConversionError
-from ..metadata import load_sdtmig
+from ..metadata import Terminology, load_sdtmig, load_terminology
 from ..text import as_text
 from .checks import CHECKS, FINDING, Context, DefineFacts
-from .ct_package import load_ct_package
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "validation" / "rules.yaml"
-SHARED_CT = Path(__file__).resolve().parents[3] / "shared" / "standards" / "ct"
 SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2}
 NS = {"odm": "http://www.cdisc.org/ns/odm/v1.3", "def": "http://www.cdisc.org/ns/def/v2.1"}
 
@@ -188,15 +186,19 @@ def in_memory(datasets) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, st
     return frames, labels, widths
 
 
-def validate_folder(folder: Path, define: Path | None = None, ct: Path | None = None, study_dir: Path | None = None,
+def validate_folder(folder: Path, define: Path | None = None, ct=None, study_dir: Path | None = None,
                     accepted: Path | None = None, baseline: Path | None = None,
                     reference_folder: Path | None = None, preloaded=None, reference_preloaded=None
                     ) -> ValidationResult:
-    """Run every rule over the datasets of ``folder`` (or over ``preloaded`` ones written there)."""
+    """Run every rule over the datasets of ``folder`` (or over ``preloaded`` ones written there).
+
+    ``ct``: a :class:`Terminology`, or CT package path(s) to use instead of the bundled release;
+    the study's ``terminology.yaml`` (``study_dir``) declares its sponsor codelists and extensions."""
     folder = Path(folder)
     frames, labels, widths = preloaded if preloaded is not None else load_datasets(folder)
     kind = "ADAM" if any(n.startswith("AD") for n in frames) and "DM" not in frames else "SDTM"
-    codelists, ct_source = load_ct_package(ct, SHARED_CT)
+    codelists = ct if isinstance(ct, Terminology) else load_terminology(ct, study_dir)
+    ct_source = codelists.version + (f" + {codelists.study_file}" if codelists.study_file else "")
     define_path = Path(define) if define else (folder / "define.xml" if (folder / "define.xml").exists() else None)
     facts = read_define_facts(define_path) if define_path else None
     reference = {}
@@ -246,6 +248,9 @@ def spec_codelists_of(study_dir: Path) -> dict[tuple[str, str], str]:
         for var, meta in spec.metadata.items():
             if meta.codelist:
                 out[(spec.domain, var)] = meta.codelist
+        by_test = {t.testcd: t.codelist for s in spec.sources for t in s.tests or [] if t.codelist}
+        if by_test:  # value level: a test's result codelist
+            out[(spec.domain, f"{spec.domain}STRESC")] = (f"{spec.domain}TESTCD", by_test)
     return out
 
 

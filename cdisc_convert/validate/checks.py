@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..metadata import Codelist, Sdtmig
+from ..metadata import VALUE_LEVEL_CODELISTS, Codelist, Sdtmig
 from ..sdtm.derive import dtc_date, parse_result
 from ..text import as_text, on_unique
 
@@ -65,15 +65,27 @@ def findings(rule: dict, dataset: str, frame: pd.DataFrame, mask: pd.Series, var
     })
 
 
-def _codelist_bindings(ctx: Context, name: str, frame: pd.DataFrame) -> dict[str, str]:
-    """Variable -> codelist short name, from define.xml, else the IG metadata (SDTM) or conventions (ADaM)."""
-    out = {v: cl for (d, v), cl in ctx.spec_codelists.items() if d == name and v in frame.columns}
+def _codelist_bindings(ctx: Context, name: str, frame: pd.DataFrame) -> dict:
+    """Variable -> codelist short name, from the specs and define.xml, else the IG metadata (SDTM)
+    or conventions (ADaM). A variable the IG binds to several codelists maps to a tuple of them
+    (their union applies); one bound by another variable's value to ``(by, {value: codelist})``."""
+    out: dict = {v: cl for (d, v), cl in ctx.spec_codelists.items() if d == name and v in frame.columns}
     if ctx.define:
         out.update({v: cl for (d, v), cl in ctx.define.codelist_of.items() if d == name and v in frame.columns})
+    for (d, v), value_level in VALUE_LEVEL_CODELISTS.items():  # the IG's value-level binding wins
+        if d == name and v in frame.columns and ctx.kind == "SDTM":
+            out[v] = value_level
     if ctx.kind == "SDTM" and (name in ctx.md.domains or name.startswith("SUPP")):
-        for v in ctx.md.domain(name).variables:
-            if v.codelist and v.name in frame.columns:
-                out.setdefault(v.name, v.codelist)
+        for col in frame.columns:
+            v = ctx.md.allowed_variable(name, col)
+            if v is None or not v.codelists or col in out:
+                continue
+            if (name, col) in VALUE_LEVEL_CODELISTS:
+                out[col] = VALUE_LEVEL_CODELISTS[(name, col)]
+            elif col.endswith(("ORRES", "STRESC")) and name not in ("TS",):
+                continue  # result codelists apply by test (value level), declared in the spec's test table
+            else:
+                out[col] = v.codelist if len(v.codelists) == 1 else tuple(v.codelists)
     if ctx.kind == "ADAM":
         for col in frame.columns:
             if col.endswith("FL") and len(col) <= 8:
@@ -91,22 +103,58 @@ def _skip_ct(var: str, codelist: str) -> bool:
         var.endswith(UNIT_VARS) or codelist.startswith("PARAMCD")
 
 
+def _allowed(ctx: Context, cl_name: str, codelist: Codelist) -> set[str]:
+    """Terms of the codelist plus the extensions declared for it: by the study's terminology.yaml
+    when it has one (an undeclared extension is then a finding even if define.xml lists it),
+    else by define.xml's ExtendedValue items."""
+    allowed = codelist.allowed
+    if codelist.extensible and ctx.define and not getattr(ctx.ct, "declares_extensions", False):
+        allowed = allowed | ctx.define.extended.get(cl_name, set())
+    return allowed
+
+
+def _resolve(ctx: Context, binding) -> tuple[str, Codelist | None, set[str]]:
+    """(name, codelist, allowed terms) of a binding to one codelist or a union of several."""
+    if isinstance(binding, str):
+        codelist = ctx.ct.get(binding)
+        return binding, codelist, (_allowed(ctx, binding, codelist) if codelist else set())
+    found = [(n, ctx.ct[n]) for n in binding if n in ctx.ct]
+    if not found:
+        return "/".join(binding), None, set()
+    allowed = set().union(*(_allowed(ctx, n, c) for n, c in found))
+    merged = Codelist("/".join(n for n, _ in found), "/".join(c.code for _, c in found),
+                      any(c.extensible for _, c in found), sorted(allowed))
+    return merged.name, merged, allowed
+
+
 def ct_values(ctx: Context, rule: dict, extensible: bool) -> list[pd.DataFrame]:
     out = []
     for name, frame in ctx.datasets.items():
-        for var, cl_name in _codelist_bindings(ctx, name, frame).items():
-            codelist = ctx.ct.get(cl_name)
-            if codelist is None or codelist.extensible != extensible or not codelist.terms or _skip_ct(var, cl_name):
-                continue
-            text = as_text(frame[var])
-            allowed = set(codelist.terms)
-            if extensible and ctx.define:
-                allowed |= ctx.define.extended.get(cl_name, set())
-            bad = (text != "") & ~text.isin(allowed)
-            kind = "extensible" if extensible else "non-extensible"
-            out.append(findings(rule, name, frame, bad, var,
-                                f"value not in {kind} codelist {cl_name} ({codelist.code})"
-                                + (" and not declared as an extended value in define.xml" if extensible else "")))
+        for var, binding in _codelist_bindings(ctx, name, frame).items():
+            if isinstance(binding, tuple) and len(binding) == 2 and isinstance(binding[1], dict):
+                by, by_value = binding  # value level: the codelist depends on another variable's value
+                if by not in frame.columns:
+                    continue
+                by_text = as_text(frame[by])
+                groups = [(by_text == value, cl, f" for {by} = {value}") for value, cl in by_value.items()]
+            else:
+                groups = [(pd.Series(True, index=frame.index), binding, "")]
+            text = None
+            for where, cl_binding, scope in groups:
+                if not where.any():
+                    continue
+                cl_name, codelist, allowed = _resolve(ctx, cl_binding)
+                if codelist is None or codelist.extensible != extensible or not allowed or _skip_ct(var, cl_name):
+                    continue
+                text = as_text(frame[var]) if text is None else text
+                bad = where & (text != "") & ~text.isin(allowed)
+                kind = "extensible" if extensible else "non-extensible"
+                if codelist.dictionary:
+                    message = f"value is not a code of {codelist.dictionary}"
+                else:
+                    message = (f"value not in {kind} codelist {cl_name} ({codelist.code}){scope}"
+                               + (" and not declared as a study extension" if extensible else ""))
+                out.append(findings(rule, name, frame, bad, var, message))
     return out
 
 
@@ -127,7 +175,7 @@ def ct_test_name_pair(ctx, rule):
         codes = as_text(frame[code])
         codelist = ctx.ct.get(f"{name}TESTCD")
         if codelist is not None and codelist.terms:
-            allowed = set(codelist.terms) | (ctx.define.extended.get(f"{name}TESTCD", set()) if ctx.define else set())
+            allowed = _allowed(ctx, f"{name}TESTCD", codelist)
             bad = (codes != "") & ~codes.isin(allowed)
             out.append(findings(rule, name, frame, bad, code,
                                 f"{code} is not in codelist {name}TESTCD and not declared as an extended value"))
@@ -153,7 +201,7 @@ def ct_units(ctx, rule):
     units = ctx.ct.get("UNIT")
     if units is None or not units.terms:
         return []
-    allowed = set(units.terms) | (ctx.define.extended.get("UNIT", set()) if ctx.define else set())
+    allowed = _allowed(ctx, "UNIT", units)
     out = []
     for name, frame in ctx.datasets.items():
         for var in [c for c in frame.columns if c.startswith(name) and c.endswith(UNIT_VARS)]:
@@ -333,7 +381,7 @@ def variable_metadata(ctx, rule):
             if len(label) > 40:
                 problems.append("label longer than 40")
             if meta is not None:
-                vm = meta.variable(col)
+                vm = ctx.md.allowed_variable(name, col)
                 if vm is None and not name.startswith("SUPP"):
                     problems.append(f"not a {name} variable in SDTMIG {ctx.md.version}")
                 elif vm is not None:
