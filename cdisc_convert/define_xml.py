@@ -255,6 +255,21 @@ def _sdtm_value_lists(meta: DatasetMeta, w: Written, spec: DomainSpec | None) ->
             var.datatype = "text" if not numeric else var.datatype
             items.append((str(code), var))
         meta.value_lists[orres] = (testcd, items)
+        stresc = f"{name}STRESC"
+        result_codelists = {t.testcd: t.codelist for s in (spec.sources if spec else []) for t in s.tests or []
+                            if t.codelist}
+        if result_codelists and stresc in w.data.columns:  # a test's result codelist, at value level
+            base = next((v for v in meta.variables if v.name == stresc), None)
+            stresc_items = []
+            for code, group in w.data[w.data[testcd].isin(list(result_codelists))].groupby(testcd, sort=True):
+                sub = Written(w.name, w.label, group, w.labels, w.formats)
+                var = _mk_var(sub, stresc, codelist=result_codelists[code], origin="Derived",
+                              origin_source="Sponsor", method=base.method if base else "")
+                var.label = f"{w.labels.get(stresc, stresc)} ({code})"[:40]
+                stresc_items.append((str(code), var))
+                meta.vlm_values[(stresc, str(code))] = group[stresc]
+            if stresc_items:
+                meta.value_lists[stresc] = (testcd, stresc_items)
         test = f"{name}TEST"
         if test in w.data.columns:
             pairs = w.data[[testcd, test]].drop_duplicates(testcd)
@@ -477,6 +492,7 @@ def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[s
     methods: dict[str, str] = {}
     comments: dict[str, str] = {}
     where_clauses: list = []
+    where_oids: set[str] = set()
     value_lists: list = []
     item_defs: list = []
 
@@ -533,11 +549,13 @@ def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[s
                 vl = D.ValueListDef(OID=f"VL.{ds}.{var.name}")
                 for k, (value, vvar) in enumerate(items, start=1):
                     wc_oid = f"WC.{ds}.{where_var}.{_oid_part(value)}"
-                    wc = D.WhereClauseDef(OID=wc_oid)
-                    rc = D.RangeCheck(Comparator="EQ", SoftHard="Soft", ItemOID=f"IT.{ds}.{where_var}")
-                    rc.CheckValue.append(D.CheckValue(_content=value))
-                    wc.RangeCheck.append(rc)
-                    where_clauses.append(wc)
+                    if wc_oid not in where_oids:  # one where clause serves every variable's VLM
+                        where_oids.add(wc_oid)
+                        wc = D.WhereClauseDef(OID=wc_oid)
+                        rc = D.RangeCheck(Comparator="EQ", SoftHard="Soft", ItemOID=f"IT.{ds}.{where_var}")
+                        rc.CheckValue.append(D.CheckValue(_content=value))
+                        wc.RangeCheck.append(rc)
+                        where_clauses.append(wc)
                     vl_oid = f"IT.{ds}.{var.name}.{_oid_part(value)}"
                     vref = D.ItemRef(ItemOID=vl_oid, OrderNumber=k, Mandatory="No")
                     vref.WhereClauseRef.append(D.WhereClauseRef(WhereClauseOID=wc_oid))
