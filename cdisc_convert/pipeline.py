@@ -75,7 +75,10 @@ def read_edc(study: StudyConfig, study_dir: Path, edc: Path | None = None, encod
     if fmt == "sas":
         files = sorted([*path.glob("*.sas7bdat"), *path.glob("*.xpt")])
         return read_sas_forms(path), files
-    return read_csv_forms(path, encoding or study.edc.encoding), sorted(path.glob("*.csv"))
+    from .readers import csv_form_files
+
+    return (read_csv_forms(path, encoding or study.edc.encoding, study.edc.forms, study.edc.ignore),
+            csv_form_files(path, study.edc.forms, study.edc.ignore))
 
 
 def convert_sdtm(study: StudyConfig, specs: list[DomainSpec], raw_forms: dict[str, pd.DataFrame],

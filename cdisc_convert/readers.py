@@ -57,9 +57,28 @@ def read_csv_form(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     return _frame(header, rows, sources)
 
 
-def read_csv_forms(folder: Path, encoding: str = "utf-8") -> dict[str, pd.DataFrame]:
-    """Read every ``*.csv`` in ``folder``; the form name is the upper-cased file stem."""
-    files = sorted(folder.glob("*.csv"))
+def csv_form_files(folder: Path, forms: list[str] | None = None, ignore: list[str] | None = None) -> list[Path]:
+    """The form files of an EDC folder: ``forms`` (file names, with or without ``.csv``) when
+    given, else every ``*.csv`` not matching an ``ignore`` pattern (a CT file is not a form)."""
+    import fnmatch
+
+    if forms is not None:
+        files = []
+        for name in forms:
+            path = folder / (name if name.lower().endswith(".csv") else f"{name}.csv")
+            if not path.is_file():
+                raise ConversionError(f"form file {path.name} named in study.yaml (edc.forms) is not in the EDC folder",
+                                      source=str(folder))
+            files.append(path)
+        return sorted(files)
+    return sorted(p for p in folder.glob("*.csv")
+                  if not any(fnmatch.fnmatch(p.name.lower(), pat.lower()) for pat in ignore or []))
+
+
+def read_csv_forms(folder: Path, encoding: str = "utf-8", forms: list[str] | None = None,
+                   ignore: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Read the CSV forms of ``folder`` (see :func:`csv_form_files`); the form name is the upper-cased file stem."""
+    files = csv_form_files(folder, forms, ignore)
     if not files:
         raise ConversionError("no CSV forms found in the EDC folder", source=str(folder))
     return {p.stem.upper(): read_csv_form(p, encoding) for p in files}

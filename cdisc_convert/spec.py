@@ -116,6 +116,12 @@ class Rule(Strict):
     by: Optional[Union[str, list[str]]] = None
     start: Optional[str] = None
     end: Optional[str] = None
+    order: Optional[list[str]] = None  # seq: variables --SEQ follows (within USUBJID)
+    where: Optional["Condition"] = None  # first_date/last_date: only the other domain's records where this holds
+    # dates: formats tried in order (MM/DD/YYYY, DD-MON-YY, YYYY ...); two-digit years from year_pivot on
+    format: Optional[Union[str, list[str]]] = None
+    year_pivot: Optional[int] = None
+    pattern: Optional[str] = None  # regular expression: the value becomes its first group (or the match)
     # recoding
     map: Optional[dict[str, Scalar]] = None
     codelist: Optional[str] = None
@@ -134,7 +140,19 @@ class Rule(Strict):
             raise ValueError(f"unknown derivation '{self.derive}' (known: {', '.join(sorted(DERIVATIONS))})")
         if self.time is not None and self.date is None:
             raise ValueError("'time' needs 'date'")
+        if (self.format is not None or self.year_pivot is not None) and self.date is None:
+            raise ValueError("'format' and 'year_pivot' go with 'date'")
+        if self.pattern is not None:
+            import re
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
         return self
+
+    @property
+    def formats(self) -> list[str] | None:
+        return [self.format] if isinstance(self.format, str) else self.format
 
     @property
     def origin(self) -> str:
@@ -165,6 +183,8 @@ class Rule(Strict):
     def references(self) -> set[str]:
         """Output variables this rule reads (so it is evaluated after them)."""
         refs = {v for v in (self.var, self.birth, self.at) if v}
+        if self.derive == "seq":
+            refs |= set(self.order or [])
         refs |= set([self.by] if isinstance(self.by, str) else self.by or [])
         if self.of and self.derive not in ("first_date", "last_date"):
             refs.add(self.of)
@@ -181,11 +201,15 @@ class WhenCase(Strict):
 
 
 class Join(Strict):
-    """Bring fields of another form onto each row (left join on key fields)."""
+    """Bring fields of another form onto each row (left join on key fields). Where the other form
+    has several rows per key, ``filter`` keeps some and ``pick`` takes the first or last by ``order``."""
 
     form: str
     on: list[str]
     fields: list[str]
+    filter: Optional[Condition] = None
+    pick: Optional[Literal["first", "last"]] = None
+    order: list[str] = []
 
 
 class TestDef(Strict):
@@ -211,17 +235,41 @@ class Source(Strict):
 
     form: str
     join: list[Join] = []
+    visit_field: Optional[str] = None  # the column naming the visit (default: the EDC folder field)
     filter: Optional[Condition] = None
     filter_reason: Optional[str] = None
     tests: Optional[list[TestDef]] = None
+    empty_results: Literal["not_done", "drop"] = "not_done"  # a test with no result: NOT DONE record, or none
     variables: dict[str, Rule] = {}
 
 
 class Conversion(Strict):
+    """Unit conversion of a test's results: ``factor`` or a ``formula`` in ``x`` (the result in the
+    original unit), rounded to ``decimals`` or ``significant`` digits when given."""
+
     testcd: str
     from_: str = Field(alias="from")
     to: str
-    factor: float
+    factor: Optional[float] = None
+    formula: Optional[str] = None
+    decimals: Optional[int] = None
+    significant: Optional[int] = None
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        if (self.factor is None) == (self.formula is None):
+            raise ValueError("a conversion has exactly one of factor, formula")
+        if self.formula is not None:
+            from .expr import ExpressionError, parse
+            try:
+                names = parse(self.formula).names
+            except ExpressionError as exc:
+                raise ValueError(str(exc)) from None
+            if names - {"x"}:
+                raise ValueError(f"formula may only use x (the result), not {', '.join(sorted(names - {'x'}))}")
+        if self.decimals is not None and self.significant is not None:
+            raise ValueError("give decimals or significant, not both")
+        return self
 
 
 class SuppDef(Strict):
@@ -278,9 +326,10 @@ class DomainSpec(Strict):
 class VisitDef(Strict):
     visitnum: float
     visit: str
-    folder: str
+    folder: str  # the visit as the EDC names it (folder, or the visit column's value; case is ignored)
     day: int
     window: tuple[int, int]
+    aliases: list[str] = []  # other EDC names of the same visit
 
 
 class ElementDef(Strict):
@@ -292,6 +341,14 @@ class ElementDef(Strict):
     testrl: str
     teenrl: str = ""
     tedur: str = ""
+
+
+class UnscheduledDef(Strict):
+    """How the EDC names unscheduled visits: a regular expression whose first group is the
+    VISITNUM (``Unscheduled 3.1`` -> 3.1), and the VISIT text made of it."""
+
+    pattern: str
+    visit: str = "UNSCHEDULED {visitnum}"
 
 
 class ArmDef(Strict):
@@ -311,6 +368,8 @@ class EdcConfig(Strict):
     repeat_field: str = "FORMREPEAT"
     screen_failure: Optional[Condition] = None
     screen_failure_form: Optional[str] = None
+    forms: Optional[list[str]] = None  # read only these files (e.g. dm_raw.csv); default every file
+    ignore: list[str] = []  # file patterns that are not forms (e.g. "*_ct.csv")
 
 
 class DocumentDef(Strict):
@@ -329,6 +388,7 @@ class StudyConfig(Strict):
     constants: dict[str, Scalar] = {}
     arms: list[ArmDef]
     visits: list[VisitDef]
+    unscheduled: Optional[UnscheduledDef] = None
     elements: list[ElementDef]
     trial_summary: list[dict[str, Scalar]] = []
     file: str = ""

@@ -180,7 +180,8 @@ def standard_results(orres: pd.Series, orresu: pd.Series, testcd: pd.Series, std
                      factors: dict[tuple[str, str, str], float]) -> pd.DataFrame:
     """--STRESC/--STRESN/--STRESU from original results, converting units by declared factors.
 
-    ``factors`` maps ``(testcd, from unit, to unit)`` to a multiplier. A result already in the
+    ``factors`` maps ``(testcd, from unit, to unit)`` to a multiplier or to a function of the
+    values (a formula with its rounding, see :func:`unit_converter`). A result already in the
     standard unit is kept; one in another unit with no declared factor is flagged in
     ``unconverted`` (the engine reports it, never guesses).
 
@@ -194,13 +195,21 @@ def standard_results(orres: pd.Series, orresu: pd.Series, testcd: pd.Series, std
     unit = orresu.fillna("").astype(str)
     std = stdunit.fillna("").astype(str)
     std = std.where(std != "", unit)
-    keys = list(zip(testcd.astype(str), unit, std))
-    factor = pd.Series([1.0 if u == s else factors.get((t, u, s), np.nan) for t, u, s in keys], index=orres.index,
-                       dtype=float)
+    keys = pd.Series(list(zip(testcd.astype(str), unit, std)), index=orres.index)
+    factor = pd.Series([1.0 if u == s else (factors.get((t, u, s), np.nan) if not callable(factors.get((t, u, s)))
+                                            else np.nan) for t, u, s in keys], index=orres.index, dtype=float)
+    converted_number = parsed["number"] * factor
+    converted_limit = parsed["limit"] * factor
+    for key in {k for k in keys if callable(factors.get(k)) and k[1] != k[2]}:  # formula conversions
+        rows = keys == key
+        convert = factors[key]
+        converted_number[rows] = convert(parsed["number"][rows])
+        converted_limit[rows] = convert(parsed["limit"][rows])
+        factor[rows] = 0.0  # marks the rows converted (by formula)
     numeric = parsed["number"].notna() | parsed["limit"].notna()
     unconverted = numeric & factor.isna()
-    stresn = (parsed["number"] * factor).round(6)
-    limit = (parsed["limit"] * factor).round(6)
+    stresn = converted_number.round(6)
+    limit = converted_limit.round(6)
     text = orres.fillna("").astype(str).str.strip()
     stresc = format_number(stresn)
     censored = parsed["qualifier"] != ""
@@ -210,6 +219,33 @@ def standard_results(orres: pd.Series, orresu: pd.Series, testcd: pd.Series, std
     stresu = std.where(numeric & ~unconverted, "")
     return pd.DataFrame({"STRESC": stresc, "STRESN": stresn, "STRESU": stresu, "factor": factor,
                          "unconverted": unconverted}, index=orres.index)
+
+
+def unit_converter(factor: float | None = None, formula: str | None = None, decimals: int | None = None,
+                   significant: int | None = None):
+    """A unit conversion as a function of the values: ``x * factor`` or a formula in ``x``, rounded
+    to ``decimals`` (half away from zero) or ``significant`` digits; a bare factor stays a number.
+
+    >>> f = unit_converter(formula="(x - 32) * 5 / 9", decimals=1)
+    >>> f(pd.Series([98.6, 100.4, np.nan])).tolist()
+    [37.0, 38.0, nan]
+    >>> unit_converter(factor=17.1)
+    17.1
+    """
+    from ..expr import parse, evaluate, round_half_up, round_significant
+
+    if formula is None and decimals is None and significant is None:
+        return factor
+    expr = parse(formula) if formula is not None else None
+
+    def convert(values: pd.Series) -> pd.Series:
+        out = evaluate(expr, {"x": values}) if expr is not None else values.astype(float) * factor
+        if decimals is not None:
+            out = round_half_up(out, decimals)
+        elif significant is not None:
+            out = round_significant(out, significant)
+        return out
+    return convert
 
 
 def reference_range_indicator(stresn: pd.Series, low: pd.Series, high: pd.Series,
@@ -300,25 +336,43 @@ def epoch_of(frame: pd.DataFrame, dtc: str, elements: pd.DataFrame) -> pd.Series
     return out
 
 
-def visit_of(folder: pd.Series, day: pd.Series, visits: pd.DataFrame) -> pd.DataFrame:
-    """VISITNUM/VISIT from the EDC folder; unscheduled folders are placed after the last
-    scheduled visit planned on or before their study day (VISITNUM + 0.01, VISIT ``UNSCHEDULED x.01``).
+def visit_of(folder: pd.Series, day: pd.Series, visits: pd.DataFrame, unscheduled=None) -> pd.DataFrame:
+    """VISITNUM/VISIT from the EDC folder (or visit column), matched to the planned visits by
+    name or alias, case ignored. Unscheduled visits: with a pattern (``unscheduled``: a regular
+    expression whose first group is the VISITNUM, and a VISIT template), as the EDC numbers them;
+    else folders starting ``UNS`` are placed after the last scheduled visit planned on or before
+    their study day (VISITNUM + 0.01, VISIT ``UNSCHEDULED x.01``).
 
     >>> v = pd.DataFrame({"folder": ["D1", "D7"], "visitnum": [3.0, 6.0], "visit": ["DAY 1", "DAY 7"], "day": [1, 7]})
     >>> visit_of(pd.Series(["D7", "UNS1", "LOG"]), pd.Series([7.0, 12.0, 3.0]), v).values.tolist()
     [[6.0, 'DAY 7'], [6.01, 'UNSCHEDULED 6.01'], [nan, '']]
+    >>> from types import SimpleNamespace as NS
+    >>> visit_of(pd.Series(["d7", "Unscheduled 3.1"]), pd.Series([7.0, 12.0]), v,
+    ...          NS(pattern=r"(?i)^unscheduled (\\d+\\.\\d+)$", visit="UNSCHEDULED {visitnum}")).values.tolist()
+    [[6.0, 'DAY 7'], [3.1, 'UNSCHEDULED 3.1']]
     """
-    table = visits.set_index("folder")
-    visitnum = folder.map(table["visitnum"]).astype(float)
-    visit = folder.map(table["visit"]).fillna("").astype(object)
-    unscheduled = folder.fillna("").astype(str).str.upper().str.startswith("UNS") & day.notna()
-    if unscheduled.any():
+    names = {}
+    for row in visits.itertuples(index=False):
+        for alias in [row.folder, *(getattr(row, "aliases", None) or [])]:
+            names[str(alias).strip().upper()] = (float(row.visitnum), row.visit)
+    key = folder.fillna("").astype(str).str.strip().str.upper()
+    visitnum = key.map({k: v[0] for k, v in names.items()}).astype(float)
+    visit = key.map({k: v[1] for k, v in names.items()}).fillna("").astype(object)
+    if unscheduled is not None:
+        number = pd.to_numeric(folder.fillna("").astype(str).str.strip().str.extract(unscheduled.pattern)[0],
+                               errors="coerce")
+        hit = visitnum.isna() & number.notna()
+        visitnum[hit] = number[hit]
+        visit[hit] = [unscheduled.visit.format(visitnum=as_text(pd.Series([n])).iloc[0]) for n in number[hit]]
+        return pd.DataFrame({"VISITNUM": visitnum, "VISIT": visit}, index=folder.index)
+    unscheduled_rows = key.str.startswith("UNS") & day.notna() & visitnum.isna()
+    if unscheduled_rows.any():
         planned = visits.sort_values("day")
-        pos = np.searchsorted(planned["day"].to_numpy(), day[unscheduled].to_numpy(), side="right") - 1
+        pos = np.searchsorted(planned["day"].to_numpy(), day[unscheduled_rows].to_numpy(), side="right") - 1
         base = planned["visitnum"].to_numpy()[np.clip(pos, 0, None)]
-        number = np.round(base + 0.01, 2)
-        visitnum[unscheduled] = number
-        visit[unscheduled] = [f"UNSCHEDULED {n:.2f}" for n in number]
+        n = np.round(base + 0.01, 2)
+        visitnum[unscheduled_rows] = n
+        visit[unscheduled_rows] = [f"UNSCHEDULED {x:.2f}" for x in n]
     return pd.DataFrame({"VISITNUM": visitnum, "VISIT": visit}, index=folder.index)
 
 
@@ -331,3 +385,93 @@ def end_relative_to_reference(endtc: pd.Series, ongoing: pd.Series, reference_en
     open_ended = (endtc.fillna("") == "") & (ongoing.fillna("").astype(str).str.upper().isin(["Y", "YES"]))
     return pd.Series(np.where(open_ended & (reference_end.fillna("") != ""), "ONGOING", ""), index=endtc.index,
                      dtype=object)
+
+
+DATE_TOKENS = {"YYYY": r"(?P<y>\d{4})", "YY": r"(?P<yy>\d{2})", "MON": r"(?P<mon>[A-Za-z]{3}|UNK|UN)",
+               "MM": r"(?P<m>\d{1,2}|UNK|UN)", "DD": r"(?P<d>\d{1,2}|UNK|UN)"}
+
+
+def date_format_regex(fmt: str) -> str:
+    """A date format (``MM/DD/YYYY``, ``DD-MON-YY``, ``YYYY`` ...) as an anchored regular expression;
+    any other character is a literal separator.
+
+    >>> date_format_regex("DD-MON-YYYY")
+    '^(?P<d>\\\\d{1,2}|UNK|UN)\\\\-(?P<mon>[A-Za-z]{3}|UNK|UN)\\\\-(?P<y>\\\\d{4})$'
+    """
+    import re
+
+    out, i = "", 0
+    while i < len(fmt):
+        for token in ("YYYY", "MON", "YY", "MM", "DD"):
+            if fmt.startswith(token, i):
+                out += DATE_TOKENS[token]
+                i += len(token)
+                break
+        else:
+            out += re.escape(fmt[i])
+            i += 1
+    return f"^{out}$"
+
+
+def parse_dates(text: pd.Series, formats: list[str], year_pivot: int | None = None) -> tuple[pd.Series, pd.Series]:
+    """EDC date text in the stated formats (tried in order) to ISO 8601; unknown parts (UN, UNK,
+    or a format without them) keep the date partial; two-digit years fall in the hundred years
+    starting at ``year_pivot``. Returns ISO text and a mask of values no format could read.
+
+    >>> iso, bad = parse_dates(pd.Series(["12/26/2013", "2014", "07-Jan-14", "03/UN/2013", "13/45/2013"]),
+    ...                        ["MM/DD/YYYY", "YYYY", "DD-MON-YY"], year_pivot=1950)
+    >>> iso.tolist(), bad.tolist()
+    (['2013-12-26', '2014', '2014-01-07', '2013-03', ''], [False, False, False, False, True])
+    """
+    both = on_unique(as_text(text), lambda u: pd.DataFrame(dict(zip(("iso", "bad"),
+                                                                   _parse_dates_distinct(u, formats, year_pivot)))))
+    return both["iso"].astype(object), both["bad"].astype(bool)
+
+
+def _parse_dates_distinct(text: pd.Series, formats: list[str], year_pivot: int | None) -> tuple[pd.Series, pd.Series]:
+    text = text.fillna("").astype(str).str.strip()
+    iso = pd.Series("", index=text.index, dtype=object)
+    done = text == ""
+    bad = pd.Series(False, index=text.index)
+    for fmt in formats:
+        if done.all():
+            break
+        parts = text[~done].str.extract(date_format_regex(fmt.upper()), flags=2)  # 2: re.IGNORECASE
+        hit = parts.notna().any(axis=1) & parts.get("y", parts.get("yy", pd.Series(dtype=object))).notna()
+        if not hit.any():
+            continue
+        p = parts[hit]
+        if "y" in p.columns:
+            year = pd.to_numeric(p["y"], errors="coerce")
+        else:
+            yy = pd.to_numeric(p["yy"], errors="coerce")
+            pivot = year_pivot if year_pivot is not None else 1950
+            year = pivot // 100 * 100 + yy
+            year = year.where(year >= pivot, year + 100)
+        if "mon" in p.columns:
+            month = p["mon"].str.upper().map(MONTHS).astype(float)
+            unknown_m = p["mon"].str.upper().isin(["UN", "UNK"])
+        elif "m" in p.columns:
+            unknown_m = p["m"].str.upper().isin(["UN", "UNK"])
+            month = pd.to_numeric(p["m"].where(~unknown_m), errors="coerce")
+        else:
+            unknown_m, month = pd.Series(True, index=p.index), pd.Series(np.nan, index=p.index)
+        if "d" in p.columns:
+            unknown_d = p["d"].str.upper().isin(["UN", "UNK"])
+            day = pd.to_numeric(p["d"].where(~unknown_d), errors="coerce")
+        else:
+            day = pd.Series(np.nan, index=p.index)
+        day = day.where(month.notna())
+        wrong = (month.notna() & ~month.between(1, 12)) | (~unknown_m & month.isna() & ("mon" in p.columns))
+        full = pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": day}).where(day.notna()),
+                              errors="coerce")
+        wrong |= day.notna() & full.isna()
+        out = year.astype(int).astype(str)
+        ym = month.notna() & ~wrong
+        out = out.where(~ym, out + "-" + month.fillna(1).astype(int).map("{:02d}".format))
+        out = out.where(~(day.notna() & full.notna()), full.dt.strftime("%Y-%m-%d"))
+        iso[p.index] = out.where(~wrong, "")
+        bad[p.index] = wrong
+        done[p.index] = True
+    bad |= ~done
+    return iso, bad

@@ -126,7 +126,20 @@ def _join(rows: pd.DataFrame, source: Source, forms: dict[str, pd.DataFrame], sp
         if missing:
             raise ConversionError(f"missing source column '{missing[0]}' for join with {join.form}",
                                   spec=spec.line_of(*where), dataset=spec.domain, field=missing[0])
-        right = other[[*join.on, *join.fields, "__src"]].rename(columns={"__src": "__joined_src"})
+        right = other
+        if join.filter is not None:  # only the joined form's rows where the condition holds
+            jctx = RuleContext(other, pd.DataFrame(index=other.index), {}, {}, spec.domain, join.form,
+                               spec.line_of)
+            right = other[evaluate_condition(join.filter, jctx, (*where, "filter"))]
+        if join.pick:  # one row per key: the first or last by the order fields (then source order)
+            missing = [c for c in join.order if c not in right.columns]
+            if missing:
+                raise ConversionError(f"missing source column '{missing[0]}' for join order with {join.form}",
+                                      spec=spec.line_of(*where, "order"), dataset=spec.domain, field=missing[0])
+            ordered = right.assign(__pos=np.arange(len(right)))
+            ordered = ordered.sort_values([*join.order, "__pos"], kind="stable") if join.order else ordered
+            right = ordered.drop_duplicates(join.on, keep="first" if join.pick == "first" else "last")
+        right = right[[*join.on, *join.fields, "__src"]].rename(columns={"__src": "__joined_src"})
         dup = right.duplicated(join.on, keep=False)
         if dup.any():
             raise ConversionError(f"join with {join.form} on {', '.join(join.on)} is not unique",
@@ -172,6 +185,8 @@ def transpose_findings(rows: pd.DataFrame, source: Source, spec: DomainSpec, i: 
     long = pd.concat(parts, ignore_index=True)
     # keep source-row order, tests in table order within a row (stable, so reruns are identical)
     long["__row"] = np.tile(np.arange(len(rows)), len(parts))
+    if source.empty_results == "drop":  # a wide page holds only some tests: no record for the others
+        long = long[long["@orres"].fillna("").astype(str).str.strip() != ""]
     return long.sort_values(["__row", "__test_index"], kind="stable").reset_index(drop=True).drop(
         columns=["__row", "__test_index"])
 
@@ -194,7 +209,12 @@ def map_domain_records(spec: DomainSpec, forms: dict[str, pd.DataFrame], study: 
         rows = _join(rows, source, forms, spec, i)
         rows["__field"] = ""
         rows["__form"] = source.form
-        rows["__folder"] = rows[study.edc.folder_field] if study.edc.folder_field in rows.columns else ""
+        visit_field = source.visit_field or study.edc.folder_field
+        if source.visit_field and source.visit_field not in rows.columns:
+            raise ConversionError(f"missing source column '{source.visit_field}' (visit_field) in form {source.form}",
+                                  spec=spec.line_of("sources", i, "visit_field"), dataset=spec.domain,
+                                  field=source.visit_field)
+        rows["__folder"] = rows[visit_field] if visit_field in rows.columns else ""
         if source.filter is not None:
             ctx = _context(spec, rows, pd.DataFrame(index=rows.index), study, codelists, source.form, run)
             keep = evaluate_condition(source.filter, ctx, ("sources", i, "filter"))
@@ -255,7 +275,10 @@ def _standard_results(spec: DomainSpec, rows: pd.DataFrame, out: pd.DataFrame, m
         out[f"{d}ORRESU"] = rows["@orresu"].values
     orres = out.get(f"{d}ORRES", rows["@orres"])
     orresu = out.get(f"{d}ORRESU", rows["@orresu"])
-    factors = {(c.testcd, c.from_, c.to): c.factor for c in spec.conversions}
+    units = (codelists or {}).get("UNIT")
+    recode_unit = (lambda u: units.recode([u])[0]) if units is not None else (lambda u: u)
+    factors = {(c.testcd, recode_unit(c.from_), recode_unit(c.to)):
+               derive.unit_converter(c.factor, c.formula, c.decimals, c.significant) for c in spec.conversions}
     std = derive.standard_results(orres, orresu, rows["@testcd"], rows["@stdunit"], factors)
     if std["unconverted"].any():
         bad = std[std["unconverted"]]
@@ -270,14 +293,18 @@ def _standard_results(spec: DomainSpec, rows: pd.DataFrame, out: pd.DataFrame, m
     low = pd.to_numeric(rows["@low"].replace("", None), errors="coerce").astype(float)
     high = pd.to_numeric(rows["@high"].replace("", None), errors="coerce").astype(float)
     has_value = std["STRESN"].notna() | (std["STRESC"] != "")
-    if wanted(f"{d}STNRLO"):
+    # Permissible variables only when there is something to put in them: ranges when the test
+    # table gives any, --STAT when some result is missing
+    has_ranges = bool(low.notna().any() or high.notna().any())
+    if wanted(f"{d}STNRLO") and has_ranges:
         out[f"{d}STNRLO"] = low.where(has_value).values
-    if wanted(f"{d}STNRHI"):
+    if wanted(f"{d}STNRHI") and has_ranges:
         out[f"{d}STNRHI"] = high.where(has_value).values
-    if wanted(f"{d}NRIND"):
+    if wanted(f"{d}NRIND") and has_ranges:
         out[f"{d}NRIND"] = derive.reference_range_indicator(std["STRESN"], low, high, std["STRESC"]).values
-    if wanted(f"{d}STAT"):
-        out[f"{d}STAT"] = np.where(orres.fillna("").astype(str) == "", "NOT DONE", "")
+    not_done = orres.fillna("").astype(str) == ""
+    if wanted(f"{d}STAT") and not_done.any():
+        out[f"{d}STAT"] = np.where(not_done, "NOT DONE", "")
 
 
 def _result_codelists(spec: DomainSpec, rows: pd.DataFrame, std: pd.DataFrame, codelists: dict,
@@ -317,7 +344,11 @@ def derive_reference_dates(rule: Rule, frame: pd.DataFrame, run: Conversion, spe
     if other is None or rule.of not in other.data.columns:
         raise ConversionError(f"derive: {rule.derive} needs {rule.domain}.{rule.of}, which is not mapped",
                               spec=spec.line_of(*where), dataset=spec.domain)
-    values = other.data[["USUBJID", rule.of]]
+    data = other.data
+    if rule.where is not None:  # only the other domain's records where the condition holds
+        wctx = RuleContext(data, data, {}, {}, rule.domain, "", spec.line_of)
+        data = data[evaluate_condition(rule.where, wctx, (*where, "where"))]
+    values = data[["USUBJID", rule.of]]
     values = values[values[rule.of].fillna("") != ""]
     grouped = values.groupby("USUBJID")[rule.of]
     picked = grouped.min() if rule.derive == "first_date" else grouped.max()
@@ -346,7 +377,7 @@ def derive_subject_level(mapped: MappedDomain, run: Conversion, study: StudyConf
             key = ("visit", rule.of)
             if key not in cache:
                 day = derive.study_day(ctx.out[rule.of], _dm_column(run, ctx.out, "RFSTDTC"))
-                cache[key] = derive.visit_of(ctx.rows["__folder"], day, visits)
+                cache[key] = derive.visit_of(ctx.rows["__folder"], day, visits, study.unscheduled)
             return cache[key]["VISITNUM" if kind == "visitnum" else "VISIT"]
         if kind == "epoch":
             return derive.epoch_of(ctx.out, rule.of, se)
@@ -393,6 +424,14 @@ def finalize_domain(mapped: MappedDomain, md: Sdtmig) -> None:
     extra = [c for c in ("VISITNUM", f"{spec.domain}TESTCD", f"{spec.domain}DTC") if c in frame.columns and c not in keys]
     frame = frame.sort_values([*keys, *extra, "__src", "__field"], kind="stable", na_position="first") \
         .reset_index(drop=True)
+    seq_rule = spec.variables.get(seq_var) if seq_var else None
+    if seq_rule is not None and seq_rule.order:  # --SEQ follows the stated order within each subject
+        missing = [c for c in seq_rule.order if c not in frame.columns]
+        if missing:
+            raise ConversionError(f"seq order names '{missing[0]}', which the domain does not have",
+                                  spec=spec.line_of("variables", seq_var, "order"), dataset=spec.domain)
+        frame = frame.sort_values(["USUBJID", *seq_rule.order], kind="stable", na_position="first") \
+            .reset_index(drop=True)
     if seq_var:
         frame[seq_var] = derive.sequence_number(frame)
     frame, overflow = split_long_text(frame, meta, seq_var)

@@ -120,6 +120,8 @@ def evaluate_condition(cond: Condition, ctx: RuleContext, where: tuple) -> pd.Se
 def evaluate_rule(rule: Rule, ctx: RuleContext, where: tuple) -> pd.Series:
     """Evaluate one rule (kind, then recoding) into a Series aligned with ``ctx.rows``."""
     values = _base_value(rule, ctx, where)
+    if rule.pattern is not None:
+        values = _extract_pattern(values, rule, ctx, where)
     if rule.upper:
         values = as_text(values).str.upper().astype(object)
     if rule.map is not None:
@@ -167,7 +169,13 @@ def _base_value(rule: Rule, ctx: RuleContext, where: tuple) -> pd.Series:
         return result
     if rule.date is not None:
         time = ctx.column(rule.time, (*where, "time")) if rule.time else None
-        iso, bad = derive.iso8601_datetime(ctx.column(rule.date, (*where, "date")), time)
+        date_text = ctx.column(rule.date, (*where, "date"))
+        if rule.formats:  # the field's stated formats, tried in order; then time as usual
+            date_text, bad_date = derive.parse_dates(date_text, rule.formats, rule.year_pivot)
+            if bad_date.any():
+                ctx.fail(f"date '{{value}}' matches none of the formats {', '.join(rule.formats)}", bad_date,
+                         rule.date, (*where, "format"))
+        iso, bad = derive.iso8601_datetime(date_text, time)
         if bad.any():
             bad_field = rule.date
             if time is not None and not derive.iso8601_date(ctx.rows[rule.date])[1][bad].any():
@@ -208,6 +216,25 @@ def _derive_record_level(rule: Rule, ctx: RuleContext, where: tuple) -> pd.Serie
     if ctx.subject_level is None:
         raise AssertionError(f"subject-level derivation {rule.derive} evaluated in the record phase")
     return ctx.subject_level(rule, ctx, where)
+
+
+def _extract_pattern(values: pd.Series, rule: Rule, ctx: RuleContext, where: tuple) -> pd.Series:
+    """The part of each value a regular expression picks: its first group, or the whole match
+    (``^(\\d+)-`` takes the site from ``701-1015``); a non-empty value that does not match is an error."""
+    import re
+
+    rx = re.compile(rule.pattern)
+    text = as_text(values)
+    distinct = pd.unique(text)
+    picked = {}
+    for v in distinct:
+        m = rx.search(v)
+        picked[v] = (m.group(1) if m.groups() else m.group(0)) if m else None
+    out = text.map(picked)
+    missing = out.isna() & (text != "")
+    if missing.any():
+        ctx.fail(f"value '{{value}}' does not match pattern {rule.pattern}", missing, rule.field, (*where, "pattern"))
+    return out.fillna("").astype(object)
 
 
 def _apply_map(values: pd.Series, rule: Rule, ctx: RuleContext, where: tuple) -> pd.Series:
