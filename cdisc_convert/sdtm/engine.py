@@ -222,7 +222,11 @@ def map_domain_records(spec: DomainSpec, forms: dict[str, pd.DataFrame], study: 
             run.excluded += [Excluded(source.form, s, reason) for s in rows.loc[~keep, "__own_src"]]
             rows = rows[keep].reset_index(drop=True)
         if source.tests:
+            before = rows["__own_src"]
             rows = transpose_findings(rows, source, spec, i)
+            gone = before[~before.isin(set(rows["__own_src"]))]  # pages with no result at all (empty_results: drop)
+            run.excluded += [Excluded(source.form, s, f"no result for any test ({spec.domain}: empty_results: drop)")
+                             for s in gone]
         out = pd.DataFrame(index=rows.index)
         ctx = _context(spec, rows, out, study, codelists, source.form, run)
         rules = {**spec.variables, **source.variables}

@@ -98,9 +98,10 @@ def subject_visits(domains: dict[str, pd.DataFrame], visits_by_num: dict[float, 
     parts = []
     for name, frame in domains.items():
         dtc = next((c for c in (f"{name}DTC", f"{name}STDTC") if c in frame.columns), None)
-        if dtc is None or "VISITNUM" not in frame.columns:
+        if dtc is None or "VISITNUM" not in frame.columns or frame["VISITNUM"].isna().all():
             continue
-        part = frame[["STUDYID", "USUBJID", "VISITNUM", "VISIT"]].assign(_date=frame[dtc].fillna("").str.slice(0, 10))
+        visit = frame["VISIT"] if "VISIT" in frame.columns else pd.Series("", index=frame.index)
+        part = frame[["STUDYID", "USUBJID", "VISITNUM"]].assign(VISIT=visit, _date=frame[dtc].fillna("").str.slice(0, 10))
         parts.append(part[(part["_date"].str.len() == 10) & part["VISITNUM"].notna()])
     if not parts:
         return pd.DataFrame()
