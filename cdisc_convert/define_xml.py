@@ -125,7 +125,7 @@ def write_study_defines(study_dir: Path, out_dir: Path, study: StudyConfig, crea
     sdtm = sdtm if sdtm is not None else read_written(sdtm_dir)
     if not sdtm:
         raise ConversionError("no SDTM datasets to describe", source=str(sdtm_dir))
-    written_paths.append(write_define(sdtm_dir, sdtm_metadata(sdtm, load_specs(study_dir), ct), sdtm, study,
+    written_paths.append(write_define(sdtm_dir, sdtm_metadata(sdtm, load_specs(study_dir)), sdtm, study,
                                       ("SDTMIG", load_sdtmig().version), created, stylesheet, ct))
     adam_specs = load_adam_specs(study_dir / "adam")
     adam_dir = out_dir / "adam"
@@ -183,7 +183,7 @@ def _rule_origin(spec: DomainSpec, var: str) -> tuple[str, str, str, str]:
     return origin, source, "; ".join(dict.fromkeys(texts)), method
 
 
-def sdtm_metadata(written: dict[str, Written], specs: list[DomainSpec], ct: dict | None = None) -> list[DatasetMeta]:
+def sdtm_metadata(written: dict[str, Written], specs: list[DomainSpec]) -> list[DatasetMeta]:
     """Dataset, variable and value-level metadata for the SDTM folder."""
     md = load_sdtmig()
     by_domain = {s.domain: s for s in specs}
@@ -255,21 +255,10 @@ def _sdtm_value_lists(meta: DatasetMeta, w: Written, spec: DomainSpec | None) ->
             var.datatype = "text" if not numeric else var.datatype
             items.append((str(code), var))
         meta.value_lists[orres] = (testcd, items)
-        stresc = f"{name}STRESC"
         result_codelists = {t.testcd: t.codelist for s in (spec.sources if spec else []) for t in s.tests or []
                             if t.codelist}
-        if result_codelists and stresc in w.data.columns:  # a test's result codelist, at value level
-            base = next((v for v in meta.variables if v.name == stresc), None)
-            stresc_items = []
-            for code, group in w.data[w.data[testcd].isin(list(result_codelists))].groupby(testcd, sort=True):
-                sub = Written(w.name, w.label, group, w.labels, w.formats)
-                var = _mk_var(sub, stresc, codelist=result_codelists[code], origin="Derived",
-                              origin_source="Sponsor", method=base.method if base else "")
-                var.label = f"{w.labels.get(stresc, stresc)} ({code})"[:40]
-                stresc_items.append((str(code), var))
-                meta.vlm_values[(stresc, str(code))] = group[stresc]
-            if stresc_items:
-                meta.value_lists[stresc] = (testcd, stresc_items)
+        if result_codelists:  # a test's result codelist, at value level
+            _codelist_vlm(meta, w, f"{name}STRESC", testcd, result_codelists)
         test = f"{name}TEST"
         if test in w.data.columns:
             pairs = w.data[[testcd, test]].drop_duplicates(testcd)
@@ -289,18 +278,28 @@ def _sdtm_value_lists(meta: DatasetMeta, w: Written, spec: DomainSpec | None) ->
 def _value_level_codelists(meta: DatasetMeta, w: Written) -> None:
     """VLM for codelists SDTMIG binds by another variable's value (DSDECOD by DSCAT)."""
     for (domain, var), (by, codelists) in VALUE_LEVEL_CODELISTS.items():
-        if meta.name != domain or var not in w.data.columns or by not in w.data.columns:
-            continue
-        items = []
-        for value, group in w.data.groupby(by, sort=True):
-            sub = Written(w.name, w.label, group, w.labels, w.formats)
-            base = next(v for v in meta.variables if v.name == var)
-            vvar = _mk_var(sub, var, codelist=codelists.get(str(value), ""), origin=base.origin,
-                           origin_source=base.origin_source, origin_text=base.origin_text, method=base.method)
-            vvar.label = f"{base.label} ({value})"[:40] if len(f"{base.label} ({value})") <= 40 else base.label
-            items.append((str(value), vvar, group[var]))
-        meta.value_lists[var] = (by, [(v, x) for v, x, _ in items])
-        meta.vlm_values.update({(var, v): vals for v, _x, vals in items})
+        if meta.name == domain:
+            _codelist_vlm(meta, w, var, by, codelists)
+
+
+def _codelist_vlm(meta: DatasetMeta, w: Written, var: str, by: str, codelists: dict[str, str]) -> None:
+    """Value-level metadata of ``var`` where ``by`` takes each value that has a codelist: one item
+    per value, carrying that codelist and the values written there."""
+    base = next((v for v in meta.variables if v.name == var), None)
+    if base is None or by not in w.data.columns:
+        return
+    items = []
+    for value, group in w.data[w.data[by].isin(list(codelists))].groupby(by, sort=True):
+        sub = Written(w.name, w.label, group, w.labels, w.formats)
+        source = base.origin_source or ("Sponsor" if base.origin in ("Derived", "Assigned") else "")
+        vvar = _mk_var(sub, var, codelist=codelists[value], origin=base.origin, origin_source=source,
+                       origin_text=base.origin_text, method=base.method)
+        label = f"{base.label} ({value})"
+        vvar.label = label if len(label) <= 40 else base.label
+        items.append((str(value), vvar))
+        meta.vlm_values[(var, str(value))] = group[var]
+    if items:
+        meta.value_lists[var] = (by, items)
 
 
 def adam_metadata(written: dict[str, Written], specs) -> list[DatasetMeta]:

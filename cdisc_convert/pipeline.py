@@ -137,7 +137,8 @@ def _typed(frame: pd.DataFrame, name: str, md: Sdtmig, spec: DomainSpec | None) 
 
 
 def _labels(name: str, columns, md: Sdtmig, cls: str | None = None) -> dict[str, str]:
-    return {c: md.allowed_variable(name, c, cls).label for c in columns if md.allowed_variable(name, c, cls)}
+    found = {c: md.allowed_variable(name, c, cls) for c in columns}
+    return {c: v.label for c, v in found.items() if v is not None}
 
 
 def _dataset(name: str, frame: pd.DataFrame, md: Sdtmig, spec: DomainSpec | None = None) -> Dataset:

@@ -142,6 +142,9 @@ class Rule(Strict):
             raise ValueError("'time' needs 'date'")
         if (self.format is not None or self.year_pivot is not None) and self.date is None:
             raise ValueError("'format' and 'year_pivot' go with 'date'")
+        for fmt in self.formats or []:
+            if "YY" not in fmt.upper():
+                raise ValueError(f"date format '{fmt}' has no year (YYYY or YY)")
         if self.pattern is not None:
             import re
             try:
@@ -265,7 +268,7 @@ class Conversion(Strict):
                 names = parse(self.formula).names
             except ExpressionError as exc:
                 raise ValueError(str(exc)) from None
-            if names - {"x"}:
+            if set(names) - {"x"}:
                 raise ValueError(f"formula may only use x (the result), not {', '.join(sorted(names - {'x'}))}")
         if self.decimals is not None and self.significant is not None:
             raise ValueError("give decimals or significant, not both")
@@ -349,6 +352,19 @@ class UnscheduledDef(Strict):
 
     pattern: str
     visit: str = "UNSCHEDULED {visitnum}"
+
+    @model_validator(mode="after")
+    def _one_group(self):
+        import re
+        try:
+            groups = re.compile(self.pattern).groups
+        except re.error as exc:
+            raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        if groups < 1:
+            raise ValueError("pattern needs a group that captures the VISITNUM, e.g. '^Unscheduled (\\d+\\.\\d+)$'")
+        if "{visitnum}" not in self.visit:
+            raise ValueError("visit needs '{visitnum}'")
+        return self
 
 
 class ArmDef(Strict):

@@ -197,3 +197,23 @@ def test_a_wide_page_whose_rows_hold_some_tests_gives_records_only_for_those(tmp
     vs = read(tmp_path / "out", "vs")
     assert vs[["VSTESTCD", "VSSTRESN", "VSSTRESU"]].values.tolist() == [["SYSBP", 120.0, "mmHg"], ["TEMP", 37.0, "C"]]
     assert "VSSTAT" not in vs.columns and "VSNRIND" not in vs.columns  # nothing to put in them
+
+
+@pytest.mark.parametrize("edit, message, key", [
+    (("AESTDTC: {date: AESTDAT}", "AESTDTC: {date: AESTDAT, format: MM/DD}"), "has no year", "ae.yaml"),
+    (("AETERM: {field: AETERM}", "AETERM: {field: AETERM, pattern: '(unclosed'}"), "not a valid regular", "ae.yaml"),
+    (("AETERM: {field: AETERM}", "AETERM: {field: AETERM, format: YYYY}"), "go with 'date'", "ae.yaml"),
+])
+def test_bad_spec_features_are_spec_errors_with_the_line(tmp_path, edit, message, key):
+    study = make_study(tmp_path, **{"ae.yaml": AE_YAML.replace(*edit)})
+    with pytest.raises(ConversionError, match=message) as err:
+        run_study(study, tmp_path / "out")
+    assert err.value.spec.startswith(f"{key}:") and not (tmp_path / "out").exists()
+
+
+def test_a_bad_unscheduled_pattern_is_a_study_yaml_error(tmp_path):
+    bad = STUDY_YAML + "unscheduled: {pattern: 'Unscheduled [0-9.]+'}\n"
+    study = make_study(tmp_path, **{"study.yaml": bad})
+    with pytest.raises(ConversionError, match="needs a group") as err:
+        run_study(study, tmp_path / "out")
+    assert err.value.spec.startswith("study.yaml:") and not (tmp_path / "out").exists()

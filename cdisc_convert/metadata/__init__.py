@@ -112,15 +112,15 @@ class Sdtmig:
 
     @lru_cache(maxsize=None)
     def _custom(self, name: str, cls: str) -> DomainMeta:
-        variables = tuple(replace(_specific(v, name), order=i + 1, in_ig=False)
-                          for i, v in enumerate(self._template(cls)))
-        variables = tuple(replace(v, core="Req" if v.name in ("STUDYID", "DOMAIN", "USUBJID", f"{name}SEQ") else
-                                  v.core) for v in variables)
+        required = ("STUDYID", "DOMAIN", "USUBJID", f"{name}SEQ")
+        variables = tuple(replace(s, order=i + 1, in_ig=False, core="Req" if s.name in required else s.core)
+                          for i, s in enumerate(_specific(v, name) for v in self._template(cls)))
         keys = tuple(k.replace("--", name) for k in CLASS_KEYS.get(cls, ["STUDYID", "USUBJID"])
                      if k.replace("--", name) in {v.name for v in variables})
         return DomainMeta(name, name, DEFINE_CLASS.get(cls, cls.upper()), keys, variables, "", cls)
 
-    def _template(self, cls: str) -> list[VariableMeta]:
+    @lru_cache(maxsize=None)
+    def _template(self, cls: str) -> tuple[VariableMeta, ...]:
         if cls not in GENERAL_CLASSES:
             raise ConversionError(f"class '{cls}' is not a general observation class "
                                   f"({', '.join(GENERAL_CLASSES)})")
@@ -130,7 +130,7 @@ class Sdtmig:
             merged += [v for v in self.templates["Findings"] if v.name not in names]
         names = {v.name for v in merged}
         merged += [v for v in self.templates["*"] if v.name not in names]
-        return merged
+        return tuple(merged)
 
     def allowed_variable(self, domain: str, name: str, cls: str | None = None) -> VariableMeta | None:
         """The variable's metadata when SDTMIG lists it for the domain or the SDTM model allows it
@@ -154,10 +154,11 @@ class Sdtmig:
         rank = {}
         identifiers = [i for i, v in enumerate(domain.variables) if v.role == "Identifier"]
         for name in names:
-            v = self.allowed_variable(domain.name, name, domain.ig_class) if name not in ig else None
             if name in ig:
                 rank[name] = (ig[name], 0)
-            elif v is not None and v.role == "Identifier" and identifiers:  # identifiers come first
+                continue
+            v = self.allowed_variable(domain.name, name, domain.ig_class)
+            if v is not None and v.role == "Identifier" and identifiers:  # identifiers come first
                 rank[name] = (max(identifiers), 1 + (template.index(name) if name in template else 0))
             elif name in template:
                 before = [ig[t] for t in template[:template.index(name)] if t in ig]
@@ -204,7 +205,7 @@ def _templates(domains: dict[str, DomainMeta]) -> dict[str, list[VariableMeta]]:
                 if g in names:
                     previous = names.index(g)
                     continue
-                generic = replace(v, name=g, core="Perm", codelist=v.codelist, in_ig=False)
+                generic = replace(v, name=g, core="Perm", in_ig=False)
                 order.insert(previous + 1, generic)
                 names.insert(previous + 1, g)
                 previous += 1

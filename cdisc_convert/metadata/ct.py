@@ -37,6 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Union
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConversionError
@@ -81,6 +82,13 @@ class Codelist:
             key = s.strip().upper()
             out.append(self.collected.get(key) or self.synonyms.get(key) or s)
         return out
+
+    def recode_series(self, values: pd.Series) -> pd.Series:
+        """:meth:`recode` over a column, once per distinct value (text repeats a lot)."""
+        text = values.fillna("").astype(str)
+        distinct = pd.unique(text)
+        recoded = dict(zip(distinct, self.recode(distinct)))
+        return text if all(k == v for k, v in recoded.items()) else text.map(recoded)
 
 
 class Terminology(dict):

@@ -257,10 +257,8 @@ def _standard_results(spec: DomainSpec, rows: pd.DataFrame, out: pd.DataFrame, m
     """Fill --ORRES/--ORRESU, --STRESC/N/U, --STNRLO/HI, --NRIND and --STAT from the test table,
     for the variables the domain has and the spec did not assign itself."""
     d = spec.domain
-    meta = md.domain(d, spec.class_)
     names = {n for n in (f"{d}{s}" for s in ("ORRES", "ORRESU", "STRESC", "STRESN", "STRESU", "STNRLO", "STNRHI",
                                               "NRIND", "STAT")) if md.allowed_variable(d, n, spec.class_)}
-    names |= set(meta.names)
 
     def wanted(var):
         return var in names and var not in out.columns
@@ -268,10 +266,7 @@ def _standard_results(spec: DomainSpec, rows: pd.DataFrame, out: pd.DataFrame, m
     units = (codelists or {}).get("UNIT")
     if units is not None:  # collected units to UNIT terms by their CDISC synonyms (ng/mL -> ug/L, sec -> s)
         for col in ("@orresu", "@stdunit"):
-            distinct = pd.unique(rows[col].fillna("").astype(str))
-            recoded = dict(zip(distinct, units.recode(distinct)))
-            if any(k != v for k, v in recoded.items()):
-                rows[col] = rows[col].fillna("").astype(str).map(recoded)
+            rows[col] = units.recode_series(rows[col])
 
     if wanted(f"{d}ORRES"):
         out[f"{d}ORRES"] = rows["@orres"].values
@@ -279,7 +274,6 @@ def _standard_results(spec: DomainSpec, rows: pd.DataFrame, out: pd.DataFrame, m
         out[f"{d}ORRESU"] = rows["@orresu"].values
     orres = out.get(f"{d}ORRES", rows["@orres"])
     orresu = out.get(f"{d}ORRESU", rows["@orresu"])
-    units = (codelists or {}).get("UNIT")
     recode_unit = (lambda u: units.recode([u])[0]) if units is not None else (lambda u: u)
     factors = {(c.testcd, recode_unit(c.from_), recode_unit(c.to)):
                derive.unit_converter(c.factor, c.formula, c.decimals, c.significant) for c in spec.conversions}
@@ -324,12 +318,9 @@ def _result_codelists(spec: DomainSpec, rows: pd.DataFrame, std: pd.DataFrame, c
         codelist = codelists.get(name)
         if codelist is None:
             raise ConversionError(f"unknown codelist '{name}'", spec=spec.line_of("sources"), dataset=spec.domain)
-        text = std.loc[idx, "STRESC"].fillna("").astype(str)
-        distinct = pd.unique(text)
-        recoded = dict(zip(distinct, codelist.recode(distinct)))
-        std.loc[idx, "STRESC"] = text.map(recoded).values
-        outside = text.map(recoded)
-        outside = outside[(outside != "") & ~outside.isin(codelist.allowed)]
+        recoded = codelist.recode_series(std.loc[idx, "STRESC"])
+        std.loc[idx, "STRESC"] = recoded.values
+        outside = recoded[(recoded != "") & ~recoded.isin(codelist.allowed)]
         if len(outside) and not codelist.extensible:
             first = outside.index[0]
             raise ConversionError(f"result '{outside.iloc[0]}' is not in non-extensible codelist {name} "

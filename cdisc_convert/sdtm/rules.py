@@ -257,12 +257,8 @@ def _check_codelist(values: pd.Series, rule: Rule, ctx: RuleContext, where: tupl
                               f"terminology.yaml)", spec=ctx.spec_line(*where, "codelist"), dataset=ctx.domain)
     if not codelist.terms and not codelist.extended:
         return values  # extensible list kept open here: terms come from the test table
-    text = values.fillna("").astype(str)
-    distinct = pd.unique(text)
-    recoded = dict(zip(distinct, codelist.recode(distinct)))
-    if any(k != v for k, v in recoded.items()):
-        text = text.map(recoded)
-        values = text.astype(object)
+    text = codelist.recode_series(values)
+    values = text.astype(object)
     outside = (text != "") & ~text.isin(codelist.allowed)
     if not outside.any():
         return values
