@@ -22,8 +22,8 @@ from .text import as_text
 from .metadata import Sdtmig, Terminology, load_sdtmig, load_terminology
 from .readers import read_csv_forms, read_odm_forms, read_sas_forms
 from .sdtm import trial_design
-from .sdtm.engine import (Conversion, Excluded, MappedDomain, check_spec, derive_subject_level, finalize_domain,
-                          map_domain_records, screen_rows)
+from .sdtm.engine import (Conversion, Excluded, MappedDomain, check_spec, derive_subject_level, derive_supplemental,
+                          finalize_domain, map_domain_records, screen_rows)
 from .spec import DomainSpec, StudyConfig, load_domain_spec, load_study_config
 from .writers import Dataset, atomic_output, write_dataset_json, write_xpt
 
@@ -102,6 +102,8 @@ def convert_sdtm(study: StudyConfig, specs: list[DomainSpec], raw_forms: dict[st
         if name != "DM":
             progress(f"derive {name}")
             derive_subject_level(mapped, run, study, ct, se)
+    for mapped in run.domains.values():
+        derive_supplemental(mapped, run, study, ct, se)
     for mapped in run.domains.values():
         finalize_domain(mapped, md)
     progress("build datasets")

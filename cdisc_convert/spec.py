@@ -79,7 +79,7 @@ DERIVATIONS = {
     # subject level: need DM, SE or other domains, evaluated after every domain is mapped
     "first_date": "subject", "last_date": "subject", "visit": "subject", "visitnum": "subject",
     "study_day": "subject", "epoch": "subject", "baseline_flag": "subject", "seq": "subject",
-    "end_relative_to_reference": "subject",
+    "end_relative_to_reference": "subject", "treatment_emergent": "subject", "has_records": "subject",
 }
 
 
@@ -117,7 +117,8 @@ class Rule(Strict):
     start: Optional[str] = None
     end: Optional[str] = None
     order: Optional[list[str]] = None  # seq: variables --SEQ follows (within USUBJID)
-    where: Optional["Condition"] = None  # first_date/last_date: only the other domain's records where this holds
+    where: Optional["Condition"] = None  # first_date/last_date/has_records: only the other domain's records where this holds
+    window: Optional[int] = None  # treatment_emergent: days after the last dose still counted
     # dates: formats tried in order (MM/DD/YYYY, DD-MON-YY, YYYY ...); two-digit years from year_pivot on
     format: Optional[Union[str, list[str]]] = None
     year_pivot: Optional[int] = None
@@ -138,6 +139,13 @@ class Rule(Strict):
                              f"derive (got {', '.join(kinds) or 'none'})")
         if self.derive is not None and self.derive not in DERIVATIONS:
             raise ValueError(f"unknown derivation '{self.derive}' (known: {', '.join(sorted(DERIVATIONS))})")
+        needs = {"first_date": ("domain", "of"), "last_date": ("domain", "of"), "has_records": ("domain",),
+                 "treatment_emergent": ("of",)}
+        missing = [k for k in needs.get(self.derive or "", ()) if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"derive: {self.derive} needs {' and '.join(missing)}")
+        if self.window is not None and self.derive != "treatment_emergent":
+            raise ValueError("'window' goes with derive: treatment_emergent")
         if self.time is not None and self.date is None:
             raise ValueError("'time' needs 'date'")
         if (self.format is not None or self.year_pivot is not None) and self.date is None:
@@ -191,6 +199,8 @@ class Rule(Strict):
         refs |= set([self.by] if isinstance(self.by, str) else self.by or [])
         if self.of and self.derive not in ("first_date", "last_date"):
             refs.add(self.of)
+        if self.end and self.derive == "treatment_emergent":
+            refs.add(self.end)
         for case in self.when or []:
             refs |= case.if_.variables()
         for rule in self._nested():

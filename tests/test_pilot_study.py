@@ -77,3 +77,21 @@ def test_ds_ex_ae_vs_values(pilot_out):
     assert len(temp) and set(temp.VSSTRESN) == {37.0} and set(temp.VSSTRESU) == {"C"}
     assert set(vs.VSTESTCD) == {"SYSBP", "DIABP", "PULSE", "HEIGHT", "WEIGHT", "TEMP"}
     assert vs.VSORRES.fillna("").ne("").all()  # no record for a test the row did not hold
+
+
+def test_population_flags_and_treatment_emergent_flag_as_the_pilot_has_them(pilot_out):
+    import pyreadstat  # pandas.read_sas may drop the last record of short-record files (see test_spec_features)
+    suppdm = pyreadstat.read_xport(pilot_out / "sdtm" / "suppdm.xpt")[0]
+    counts = suppdm.groupby(["QNAM", "QVAL"]).size().to_dict()
+    assert counts[("ITT", "Y")] == 254 and counts[("SAFETY", "Y")] == 254  # every randomised subject was dosed
+    assert set(suppdm.QNAM) == {"COMPLT8", "COMPLT16", "COMPLT24", "ITT", "SAFETY"}
+    assert counts[("COMPLT8", "Y")] >= counts[("COMPLT16", "Y")] >= counts[("COMPLT24", "Y")] > 100
+    assert set(suppdm.QORIG) == {"DERIVED"}
+    suppae = pyreadstat.read_xport(pilot_out / "sdtm" / "suppae.xpt")[0]
+    ae = pyreadstat.read_xport(pilot_out / "sdtm" / "ae.xpt")[0]
+    assert len(suppae) == len(ae) and set(suppae.QNAM) == {"AETRTEM"} and set(suppae.IDVAR) == {"AESEQ"}
+    dm = sdtm(pilot_out, "dm").set_index("USUBJID")
+    te = suppae.assign(AESEQ=suppae.IDVARVAL.astype(float)).merge(ae, on=["USUBJID", "AESEQ"])
+    full = te.AESTDTC.str.len() == 10
+    before = te.AESTDTC < te.USUBJID.map(dm.RFXSTDTC).str.slice(0, 10)
+    assert (te.loc[full & before, "QVAL"] == "N").all() and (te.loc[full & ~before, "QVAL"] == "Y").all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pyreadstat
 import pytest
 
 from cdisc_convert.errors import ConversionError
@@ -217,3 +218,46 @@ def test_a_bad_unscheduled_pattern_is_a_study_yaml_error(tmp_path):
     with pytest.raises(ConversionError, match="needs a group") as err:
         run_study(study, tmp_path / "out")
     assert err.value.spec.startswith("study.yaml:") and not (tmp_path / "out").exists()
+
+
+def test_treatment_emergent_flag_follows_admirals_rule_on_tiny_frames():
+    first, last = pd.Series(["2022-01-01T01:01"] * 7 + [""]), pd.Series(["2022-05-10"] * 8)
+    start = pd.Series(["2021-12-31", "2022-01-01", "2022-05-20", "2022-06-01", "", "", "2022", "2022-01-03"])
+    end = pd.Series(["2022-01-14", "", "", "", "2021-12-24", "2022-01-04", "", ""])
+    assert derive.treatment_emergent(start, end, first, last, window=10).tolist() == \
+        ["N", "Y", "Y", "N", "N", "Y", "Y", ""]  # started before; on day 1; in the window; after it;
+    # no start but ended before dosing; no start, ended after; a year that cannot be ruled out; never dosed
+    assert derive.treatment_emergent(start, end, first, last).tolist()[3] == "Y"  # no window: any time after
+
+
+def test_qualifiers_may_look_at_any_domain_once_every_domain_is_derived(tmp_path):
+    dm = DM_YAML.replace("  - {qnam: HEIGHT, qlabel: Height (cm), rule: {field: HEIGHT}}",
+                         "  - {qnam: SAFETY, qlabel: Safety Population Flag, qorig: DERIVED,"
+                         " rule: {derive: has_records, domain: EX}}\n"
+                         "  - {qnam: COMPLT8, qlabel: Completers of Day 8 Population Flag, qorig: DERIVED,"
+                         " rule: {derive: has_records, domain: EX, where: {var: EXSTDY, at_least: 8}}}")
+    ae = AE_YAML + ("supp:\n  - {qnam: AETRTEM, qlabel: Treatment Emergent Flag, qorig: DERIVED,"
+                    " rule: {derive: treatment_emergent, of: AESTDTC}}\n")
+    study = make_study(tmp_path, **{"dm.yaml": dm, "ae.yaml": ae})
+    run_study(study, tmp_path / "out")
+    # pyreadstat, not pandas.read_sas: pandas takes blank 8-byte words inside the last 80-byte card for
+    # padding and drops the last record of this file (67-byte records, "Safety Population Flag" + blanks)
+    suppdm = pyreadstat.read_xport(tmp_path / "out" / "sdtm" / "suppdm.xpt")[0]
+    assert len(suppdm) == 4
+    suppdm = suppdm.pivot(index="USUBJID", columns="QNAM", values="QVAL")
+    # EXSTDY is itself subject-level: the qualifier is evaluated after it
+    assert suppdm.to_dict() == {"COMPLT8": {"MINI-001": "Y", "MINI-002": "N"}, "SAFETY": {"MINI-001": "Y", "MINI-002": "Y"}}
+    suppae = read(tmp_path / "out", "suppae").query("QNAM == 'AETRTEM'")  # beside the long-text overflow
+    assert suppae[["USUBJID", "QVAL"]].values.tolist() == [["MINI-001", "N"], ["MINI-002", "Y"]]  # 03-07 < 03-08; 2024-03
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("{derive: has_records}", "has_records needs domain"),
+    ("{derive: treatment_emergent}", "treatment_emergent needs of"),
+    ("{derive: seq, window: 3}", "'window' goes with"),
+])
+def test_derivations_name_what_they_miss(tmp_path, rule, message):
+    study = make_study(tmp_path, **{"ae.yaml": AE_YAML.replace("AESEQ: {derive: seq}", f"AESEQ: {rule}")})
+    with pytest.raises(ConversionError, match=message) as err:
+        run_study(study, tmp_path / "out")
+    assert err.value.spec == "ae.yaml:7"

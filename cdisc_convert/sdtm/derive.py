@@ -300,6 +300,59 @@ def baseline_flag(frame: pd.DataFrame, by: list[str], dtc: str, reference_dtc: s
     return flags
 
 
+def _not_before(dtc: pd.Series, reference_dtc: pd.Series) -> pd.Series:
+    """Whether a date (complete or partial) may be on or after the reference date, compared at the
+    date's own precision: ``2014-01`` against ``2014-01-20`` cannot be ruled out, so it counts."""
+    when = dtc.fillna("").astype(str).str.slice(0, 10)
+    ref = reference_dtc.fillna("").astype(str).str.slice(0, 10)
+    width = when.str.len()
+    out = pd.Series(False, index=dtc.index)
+    for n in (4, 7, 10):
+        at = width == n
+        out[at] = when[at] >= ref[at].str.slice(0, n)
+    return out
+
+
+def treatment_emergent(start_dtc: pd.Series, end_dtc: pd.Series | None, first_dose_dtc: pd.Series,
+                       last_dose_dtc: pd.Series, window: int | None = None) -> pd.Series:
+    """Treatment-emergent flag (``AETRTEM`` in SUPPAE, admiral's ``derive_var_trtemfl`` rule):
+    ``Y`` when the event starts on or after the first dose and, with a ``window``, no later than
+    that many days after the last dose; ``N`` otherwise; empty for a subject never dosed.
+
+    A partial start date counts as emergent when it cannot be ruled out (same month or year as
+    the first dose). A missing start date counts as emergent unless the event ended before the
+    first dose.
+
+    >>> treatment_emergent(pd.Series(["2024-01-04", "2024-01-05", "2024-01", "", "", "2024-03-01", "2024-01-09"]),
+    ...                    pd.Series(["", "", "", "", "2024-01-02", "", ""]),
+    ...                    pd.Series(["2024-01-05T10:00"] * 6 + [""]), pd.Series(["2024-02-01"] * 7), window=28).tolist()
+    ['N', 'Y', 'Y', 'Y', 'N', 'N', '']
+    """
+    start = start_dtc.fillna("").astype(str)
+    end = end_dtc.fillna("").astype(str) if end_dtc is not None else pd.Series("", index=start.index)
+    first = first_dose_dtc.fillna("").astype(str)
+    emergent = _not_before(start, first)
+    no_start = start.str.len() < 4
+    emergent[no_start] = (end[no_start] == "") | _not_before(end[no_start], first[no_start])
+    if window is not None:
+        limit = dtc_date(last_dose_dtc) + pd.to_timedelta(window, unit="D")
+        limit_text = limit.dt.strftime("%Y-%m-%d").fillna("")
+        too_late = ~no_start & (limit_text != "") & ~_not_before(limit_text, start)
+        emergent &= ~too_late
+    out = pd.Series(np.where(emergent, "Y", "N"), index=start.index, dtype=object)
+    return out.where(first != "", "")
+
+
+def has_records(usubjid: pd.Series, subjects_with_records) -> pd.Series:
+    """``Y`` when the subject has at least one record in another domain (after any condition), else ``N``
+    (e.g. the pilot's SAFETY flag: any exposure record).
+
+    >>> has_records(pd.Series(["1", "2"]), {"1"}).tolist()
+    ['Y', 'N']
+    """
+    return pd.Series(np.where(usubjid.isin(set(subjects_with_records)), "Y", "N"), index=usubjid.index, dtype=object)
+
+
 def sequence_number(frame: pd.DataFrame, by: str = "USUBJID") -> pd.Series:
     """--SEQ: 1, 2, 3 ... per subject in the frame's (already sorted) order.
 

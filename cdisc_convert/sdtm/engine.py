@@ -335,14 +335,10 @@ def _result_codelists(spec: DomainSpec, rows: pd.DataFrame, std: pd.DataFrame, c
 def derive_reference_dates(rule: Rule, frame: pd.DataFrame, run: Conversion, spec: DomainSpec, where) -> pd.Series:
     """first_date/last_date: the earliest/latest ``of`` value per subject in another domain
     (RFXSTDTC is the first EXSTDTC, RFXENDTC the last EXENDTC; tests/test_engine.py shows it)."""
-    other = run.domains.get(rule.domain)
-    if other is None or rule.of not in other.data.columns:
+    data = _other_domain_rows(rule, run, spec, where)
+    if rule.of not in data.columns:
         raise ConversionError(f"derive: {rule.derive} needs {rule.domain}.{rule.of}, which is not mapped",
                               spec=spec.line_of(*where), dataset=spec.domain)
-    data = other.data
-    if rule.where is not None:  # only the other domain's records where the condition holds
-        wctx = RuleContext(data, data, {}, {}, rule.domain, "", spec.line_of)
-        data = data[evaluate_condition(rule.where, wctx, (*where, "where"))]
     values = data[["USUBJID", rule.of]]
     values = values[values[rule.of].fillna("") != ""]
     grouped = values.groupby("USUBJID")[rule.of]
@@ -355,8 +351,23 @@ def _dm_column(run: Conversion, frame: pd.DataFrame, var: str) -> pd.Series:
     return frame["USUBJID"].map(dm).fillna("")
 
 
-def derive_subject_level(mapped: MappedDomain, run: Conversion, study: StudyConfig, codelists, se: pd.DataFrame) -> None:
-    """Evaluate the spec's subject-level rules (visit, study day, epoch, baseline, ref dates)."""
+def _other_domain_rows(rule: Rule, run: Conversion, spec: DomainSpec, where) -> pd.DataFrame:
+    """The records of ``rule.domain`` where ``rule.where`` holds (all of them without a condition)."""
+    other = run.domains.get(rule.domain)
+    if other is None:
+        raise ConversionError(f"derive: {rule.derive} needs domain {rule.domain}, which is not mapped",
+                              spec=spec.line_of(*where), dataset=spec.domain)
+    data = other.data
+    if rule.where is not None:
+        wctx = RuleContext(data, data, {}, {}, rule.domain, "", spec.line_of)
+        data = data[evaluate_condition(rule.where, wctx, (*where, "where"))]
+    return data
+
+
+def _subject_context(mapped: MappedDomain, run: Conversion, study: StudyConfig, codelists, se: pd.DataFrame
+                     ) -> RuleContext:
+    """A rule context over a mapped domain that can evaluate subject-level derivations (visit, study
+    day, epoch, baseline, reference dates, treatment-emergent flag, records in another domain)."""
     spec, frame = mapped.spec, mapped.data
     visits = pd.DataFrame([v.model_dump() for v in study.visits])
     cache: dict[tuple, pd.DataFrame] = {}
@@ -365,15 +376,23 @@ def derive_subject_level(mapped: MappedDomain, run: Conversion, study: StudyConf
         kind = rule.derive
         if kind in ("first_date", "last_date"):
             return derive_reference_dates(rule, ctx.out, run, spec, where)
+        if kind == "has_records":
+            return derive.has_records(ctx.out["USUBJID"], _other_domain_rows(rule, run, spec, where)["USUBJID"])
         _need(rule.of, ctx.out, spec, where)
         if kind == "study_day":
             return derive.study_day(ctx.out[rule.of], _dm_column(run, ctx.out, "RFSTDTC"))
+        if kind == "treatment_emergent":
+            if rule.end:
+                _need(rule.end, ctx.out, spec, where)
+            return derive.treatment_emergent(ctx.out[rule.of], ctx.out[rule.end] if rule.end else None,
+                                             _dm_column(run, ctx.out, "RFXSTDTC"),
+                                             _dm_column(run, ctx.out, "RFXENDTC"), rule.window)
         if kind in ("visit", "visitnum"):
             key = ("visit", rule.of)
             if key not in cache:
-                day = derive.study_day(ctx.out[rule.of], _dm_column(run, ctx.out, "RFSTDTC"))
-                cache[key] = derive.visit_of(ctx.rows["__folder"], day, visits, study.unscheduled)
-            return cache[key]["VISITNUM" if kind == "visitnum" else "VISIT"]
+                day = derive.study_day(frame[rule.of], _dm_column(run, frame, "RFSTDTC"))
+                cache[key] = derive.visit_of(frame["__folder"], day, visits, study.unscheduled)
+            return cache[key].loc[ctx.out.index, "VISITNUM" if kind == "visitnum" else "VISIT"]
         if kind == "epoch":
             return derive.epoch_of(ctx.out, rule.of, se)
         if kind == "baseline_flag":
@@ -386,8 +405,14 @@ def derive_subject_level(mapped: MappedDomain, run: Conversion, study: StudyConf
         raise AssertionError(kind)
 
     rows = frame[[c for c in frame.columns if c.startswith(("__", "@"))]]
-    ctx = RuleContext(rows, frame, study.constants, codelists, spec.domain, "", spec.line_of, run.deviations,
-                      subject_level)
+    return RuleContext(rows, frame, study.constants, codelists, spec.domain, "", spec.line_of, run.deviations,
+                       subject_level)
+
+
+def derive_subject_level(mapped: MappedDomain, run: Conversion, study: StudyConfig, codelists, se: pd.DataFrame) -> None:
+    """Evaluate the spec's subject-level rules (visit, study day, epoch, baseline, ref dates)."""
+    spec, frame = mapped.spec, mapped.data
+    ctx = _subject_context(mapped, run, study, codelists, se)
     for i, source in enumerate(spec.sources):
         phases = spec.phases(source)
         for name, rule in source.variables.items():
@@ -402,6 +427,19 @@ def derive_subject_level(mapped: MappedDomain, run: Conversion, study: StudyConf
                 [i for i, s in enumerate(spec.sources) if name in s.variables])
             values = evaluate_rule(rule, ctx, ("variables", name))
             frame[name] = values.where(~overridden, frame[name]) if name in frame.columns else values
+
+
+def derive_supplemental(mapped: MappedDomain, run: Conversion, study: StudyConfig, codelists, se: pd.DataFrame) -> None:
+    """Evaluate the SUPP-- qualifiers that need subject-level facts, once every domain is derived:
+    nothing reads a qualifier, so they may look at any domain (DM's SAFETY flag at EX, a completers
+    flag at VS visits, AETRTEM at DM's first dose)."""
+    spec, frame = mapped.spec, mapped.data
+    late = [(k, s) for k, s in enumerate(spec.supp) if f"__supp_{s.qnam}" not in frame.columns]
+    if not late or frame.empty:
+        return
+    ctx = _subject_context(mapped, run, study, codelists, se)
+    for k, supp in late:
+        frame[f"__supp_{supp.qnam}"] = evaluate_rule(supp.rule, ctx, ("supp", k, "rule"))
 
 
 def _need(var, out, spec, where):

@@ -75,8 +75,9 @@ def load_datasets(folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, dict
             try:
                 doc = json.loads(path.read_text())
                 columns = [c["name"] for c in doc["columns"]]
-            except (ValueError, KeyError) as exc:
-                raise ConversionError(f"unreadable Dataset-JSON file: {exc}", source=path.name) from None
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConversionError(f"not a Dataset-JSON file (no {exc} of columns)" if isinstance(exc, KeyError)
+                                      else f"unreadable Dataset-JSON file: {exc}", source=path.name) from None
             frame = pd.DataFrame(doc["rows"], columns=columns)
             for c in doc["columns"]:
                 if c["dataType"] in ("string", "date", "datetime"):
@@ -195,6 +196,8 @@ def validate_folder(folder: Path, define: Path | None = None, ct=None, study_dir
     ``ct``: a :class:`Terminology`, or CT package path(s) to use instead of the bundled release;
     the study's ``terminology.yaml`` (``study_dir``) declares its sponsor codelists and extensions."""
     folder = Path(folder)
+    if preloaded is None and (folder / "manifest.json").is_file() and (folder / "sdtm").is_dir():
+        folder = folder / "sdtm"  # the output folder of `run`: its SDTM datasets are in sdtm/
     frames, labels, widths = preloaded if preloaded is not None else load_datasets(folder)
     kind = "ADAM" if any(n.startswith("AD") for n in frames) and "DM" not in frames else "SDTM"
     codelists = ct if isinstance(ct, Terminology) else load_terminology(ct, study_dir)
