@@ -9,7 +9,6 @@ One path: :func:`read_written` (datasets as written) -> :func:`sdtm_metadata` or
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +24,7 @@ from .spec import DomainSpec, StudyConfig
 from .text import as_text
 
 DEFINE_XSD = Path(__import__("odmlib").__file__).parent / "schemas" / "define" / "2.1" / "define2-1-0.xsd"
-DEFAULT_XSL = Path(__file__).resolve().parent.parent / "define" / "define2-1.xsl"
+DEFAULT_XSL = Path(__file__).parent / "resources" / "define2-1.xsl"  # define/define2-1.xsl, shipped in the package
 TRIAL_DESIGN = {"TA", "TE", "TV", "TS", "TI"}
 AUTO_RESULTS = {
     "ORRES": ("Collected", None), "ORRESU": ("Collected", None),
@@ -154,8 +153,22 @@ def _datatype(name: str, values: pd.Series, display_format: str) -> tuple[str, i
     text = values.fillna("").astype(str)
     length = max(1, int(text.str.len().max() or 1))
     if name.endswith("DTC") and (text != "").any():
-        return ("datetime" if text.str.contains("T").any() else "date"), length, None
+        return _dtc_datatype(text[text != ""]), length, None
     return "text", length, None
+
+
+def _dtc_datatype(values: pd.Series) -> str:
+    """Define-XML 2.1 DataType of ISO 8601 text: ``date``/``datetime`` only when every value is
+    complete (YYYY-MM-DD, YYYY-MM-DDThh:mm:ss), else ``partialDate``/``partialDatetime``.
+
+    >>> [_dtc_datatype(pd.Series(v)) for v in (["2024-01-02"], ["2024-01", "2024-01-02"],
+    ...                                        ["2024-01-02T10:00:00"], ["2024-01-02T10:00", "2024-01-03"])]
+    ['date', 'partialDate', 'datetime', 'partialDatetime']
+    """
+    width = values.str.len()
+    if values.str.contains("T").any():
+        return "datetime" if (width == 19).all() else "partialDatetime"
+    return "date" if (width == 10).all() else "partialDate"
 
 
 def _mk_var(w: Written, name: str, **kw) -> VarMeta:
@@ -374,7 +387,7 @@ def adam_origins(spec) -> dict[str, tuple[str, str, str]]:
     for i, step in enumerate(spec.steps):
         where = spec.line_of("steps", i)
         dump = step.model_dump(exclude_none=True, by_alias=True, exclude_defaults=True)
-        method = f"{step.derive}: " + json.dumps({k: v for k, v in dump.items() if k != "derive"}) + f" [{where}]"
+        method = describe_step(step.derive, {k: v for k, v in dump.items() if k != "derive"}) + f" (spec {where})"
         if isinstance(step, S.Start):
             out["*"] = ("Predecessor", f"{step.from_}", "")
         elif isinstance(step, S.Merge):
@@ -401,6 +414,27 @@ def adam_origins(spec) -> dict[str, tuple[str, str, str]]:
         elif start:
             resolved[var] = ("Predecessor", f"{start[1]}.{var}", "")
     return resolved
+
+
+def _plain_value(value) -> str:
+    if isinstance(value, dict):
+        if "derive" in value or "field" in value or "var" in value or "when" in value:
+            from .lineage import _describe
+            return _describe(value)
+        return ", ".join(f"{k} = {_plain_value(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_plain_value(v) for v in value)
+    return str(value)
+
+
+def describe_step(derive: str, params: dict) -> str:
+    """An ADaM step as a sentence a reviewer reads in define.xml (not the spec's JSON).
+
+    >>> describe_step("baseline", {"by": ["USUBJID", "PARAMCD"], "flag": "ABLFL"})
+    'Derivation baseline: by USUBJID, PARAMCD; flag ABLFL.'
+    """
+    parts = [f"{k.replace('_', ' ')} {_plain_value(v)}" for k, v in params.items()]
+    return f"Derivation {derive.replace('_', ' ')}" + (": " + "; ".join(parts) if parts else "") + "."
 
 
 def _step_outputs(step) -> list[str]:
@@ -496,7 +530,9 @@ def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[s
     item_defs: list = []
 
     def origin_of(var: VarMeta):
-        o = D.Origin(Type=var.origin, **({"Source": var.origin_source} if var.origin_source else {}))
+        source = var.origin_source or {"Collected": "Investigator", "Derived": "Sponsor", "Assigned": "Sponsor",
+                                        "Protocol": "Sponsor"}.get(var.origin, "")
+        o = D.Origin(Type=var.origin, **({"Source": source} if source else {}))
         if var.origin_text:
             o.Description = text(var.origin_text)
         if var.origin == "Collected" and acrf is not None:
@@ -677,5 +713,7 @@ def write_define(folder: Path, metas: list[DatasetMeta], written: dict[str, Writ
     path.write_bytes(build_define(metas, study, standard, created, ct))
     validate_define(path)
     render_html(path, folder / "define.html", stylesheet)
+    # define.xml names define2-1.xsl: it goes beside it, so a browser opening define.xml renders it
+    (folder / "define2-1.xsl").write_bytes(Path(stylesheet or DEFAULT_XSL).read_bytes())
     return path
 

@@ -15,12 +15,38 @@ from .errors import ConversionError
 AUTO_RESULT_VARS = ("ORRES", "ORRESU", "STRESC", "STRESN", "STRESU", "STNRLO", "STNRHI", "NRIND", "STAT")
 
 
+def describe_condition(cond: dict) -> str:
+    """A spec condition in words: ``{field: X, equals: Y}`` -> ``field X is 'Y'``.
+
+    >>> describe_condition({"any": [{"var": "ARMCD", "empty": False}, {"field": "AGE", "at_least": 18}]})
+    'any of (ARMCD is not empty; field AGE at least 18)'
+    """
+    if "all" in cond or "any" in cond:
+        kind = "all" if "all" in cond else "any"
+        return f"{kind} of (" + "; ".join(describe_condition(c) for c in cond[kind]) + ")"
+    if "not" in cond:
+        return f"not ({describe_condition(cond['not'])})"
+    subject = f"field {cond['field']}" if "field" in cond else str(cond.get("var", ""))
+    if "equals" in cond:
+        return f"{subject} is '{cond['equals']}'"
+    if "not_equals" in cond:
+        return f"{subject} is not '{cond['not_equals']}'"
+    if "in" in cond:
+        return f"{subject} is one of " + ", ".join(f"'{v}'" for v in cond["in"])
+    if "empty" in cond:
+        return f"{subject} is {'' if cond['empty'] else 'not '}empty"
+    bounds = [f"at least {cond['at_least']}" if "at_least" in cond else "",
+              f"at most {cond['at_most']}" if "at_most" in cond else ""]
+    return f"{subject} " + " and ".join(b for b in bounds if b)
+
+
 def _describe(rule: dict) -> str:
     if "field" in rule:
-        extra = "".join(f", {k} {json.dumps(rule[k])}" for k in ("map", "codelist", "upper") if k in rule)
+        extra = "".join(f", {k} " + (", ".join(f"'{a}' -> '{b}'" for a, b in rule[k].items()) if k == "map"
+                                        else str(rule[k])) for k in ("map", "codelist", "upper") if k in rule)
         return f"field {rule['field']}{extra}"
     if "value" in rule:
-        return f"hard-coded {json.dumps(rule['value'])}"
+        return f"hard-coded '{rule['value']}'"
     if "constant" in rule:
         return f"study constant {rule['constant']}"
     if "var" in rule:
@@ -32,11 +58,11 @@ def _describe(rule: dict) -> str:
     if "concat" in rule:
         return "concatenation of " + " + ".join(p if isinstance(p, str) else _describe(p) for p in rule["concat"])
     if "when" in rule:
-        return "conditional (" + "; ".join(f"if {json.dumps(c['if'])} then {_describe(c['then'])}"
+        return "conditional (" + "; ".join(f"if {describe_condition(c['if'])} then {_describe(c['then'])}"
                                             for c in rule["when"]) + (f"; else {_describe(rule['else'])}"
                                                                       if "else" in rule else "") + ")"
     if "derive" in rule:
-        params = ", ".join(f"{k} {v}" for k, v in rule.items() if k != "derive")
+        params = ", ".join(f"{k} {describe_condition(v) if k == 'where' else v}" for k, v in rule.items() if k != "derive")
         return f"derivation {rule['derive']}" + (f" ({params})" if params else "")
     return json.dumps(rule)
 

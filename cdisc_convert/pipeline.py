@@ -221,7 +221,11 @@ def _build_datasets(run: Conversion, study: StudyConfig, md: Sdtmig, se: pd.Data
         sv["VISITDY"] = sv["VISITNUM"].map(visit_days).astype(float)
         sv["SVSTDY"], sv["SVENDY"] = study_day(sv["SVSTDTC"], rf), study_day(sv["SVENDTC"], rf)
         datasets["SV"] = _dataset("SV", sv, md)
-    for name, builder in (("TS", trial_design.trial_summary), ("TA", trial_design.trial_arms),
+    relrec = trial_design.related_records(study, {n: d.data for n, d in datasets.items()})
+    if len(relrec):
+        datasets["RELREC"] = _dataset("RELREC", relrec, md)
+    dm = run.domains["DM"].data
+    for name, builder in (("TS", lambda s: trial_design.trial_summary(s, dm)), ("TA", trial_design.trial_arms),
                           ("TE", trial_design.trial_elements), ("TV", trial_design.trial_visits)):
         frame = builder(study)
         if len(frame):
@@ -335,7 +339,7 @@ def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_d
         ds, lineage = adam_dataset(spec, frames.pop(spec.dataset))
         progress(f"write {ds.name}")
         write_xpt(ds, adam_dir, created)
-        write_dataset_json(ds, adam_dir, created, studyid, __version__)
+        write_dataset_json(ds, adam_dir, created, studyid, __version__, "ADAM")
         (adam_dir / "lineage" / f"{ds.name.lower()}.csv").write_text(_csv_text(lineage), encoding="utf-8")
         datasets[ds.name] = ds
     timings["write_adam"] = time.perf_counter() - t

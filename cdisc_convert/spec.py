@@ -80,6 +80,7 @@ DERIVATIONS = {
     "first_date": "subject", "last_date": "subject", "visit": "subject", "visitnum": "subject",
     "study_day": "subject", "epoch": "subject", "baseline_flag": "subject", "seq": "subject",
     "end_relative_to_reference": "subject", "treatment_emergent": "subject", "has_records": "subject",
+    "last_contact": "subject",
 }
 
 
@@ -228,8 +229,8 @@ class Join(Strict):
 class TestDef(Strict):
     """One row of a findings test table: a wide CRF field becomes one long record."""
 
-    testcd: str
-    test: str
+    testcd: str = Field(max_length=8, pattern=r"^[A-Z_][A-Z0-9_]*$")  # SDTMIG: 8 characters, letters first
+    test: str = Field(max_length=40)
     result: str
     unit: Optional[str] = None
     cat: Optional[str] = None
@@ -253,6 +254,7 @@ class Source(Strict):
     filter_reason: Optional[str] = None
     tests: Optional[list[TestDef]] = None
     empty_results: Literal["not_done", "drop"] = "not_done"  # a test with no result: NOT DONE record, or none
+    not_done_reason: Optional["Rule"] = None  # --REASND of the NOT DONE records (a field, or a value)
     variables: dict[str, Rule] = {}
 
 
@@ -380,7 +382,26 @@ class UnscheduledDef(Strict):
 class ArmDef(Strict):
     armcd: str
     arm: str
-    dose: Optional[float] = None
+    dose: Optional[Union[float, list[float]]] = None  # planned dose(s) per administration (TS DOSE by TSGRPID)
+    dose_unit: Optional[str] = None  # TS DOSU
+
+    @property
+    def doses(self) -> list[float]:
+        return [] if self.dose is None else [self.dose] if isinstance(self.dose, (int, float)) else list(self.dose)
+
+
+class RelationshipLink(Strict):
+    domain: str
+    idvar: str
+    reltype: Literal["ONE", "MANY"]
+
+
+class RelationshipDef(Strict):
+    """A dataset-level RELREC relationship: records of these domains relate where their ``idvar``
+    values match (e.g. AE.AELNKID = FA.FALNKID)."""
+
+    relid: str = Field(max_length=200)
+    link: list[RelationshipLink] = Field(min_length=2)
 
 
 class EdcConfig(Strict):
@@ -417,6 +438,7 @@ class StudyConfig(Strict):
     unscheduled: Optional[UnscheduledDef] = None
     elements: list[ElementDef]
     trial_summary: list[dict[str, Scalar]] = []
+    relationships: list[RelationshipDef] = []
     file: str = ""
     lines: dict[str, int] = {}
 

@@ -123,16 +123,18 @@ def write_xpt(ds: Dataset, folder: Path, created: str) -> Path:
 
 
 def _json_type(name: str, series: pd.Series) -> str:
+    """``integer`` when every value is whole (as define.xml types it), else ``double``."""
     if series.dtype.kind not in "fiu":
         return "string"
-    values = series.dropna()
-    if name.endswith(("SEQ", "DY")) or (len(values) and (values == values.round()).all() and name in ("AGE", "TAETORD")):
+    values = series.dropna().astype(float)
+    if values.empty or ((values == values.round()).all() and values.abs().max() < 1e15):
         return "integer"
     return "double"
 
 
-def write_dataset_json(ds: Dataset, folder: Path, created: str, study_oid: str, version: str) -> Path:
-    """Write CDISC Dataset-JSON 1.1 (``<name>.json``): metadata, columns and rows."""
+def write_dataset_json(ds: Dataset, folder: Path, created: str, studyid: str, version: str, kind: str = "SDTM") -> Path:
+    """Write CDISC Dataset-JSON 1.1 (``<name>.json``): metadata, columns and rows. The study and
+    metadata-version OIDs are define.xml's (``ST.<studyid>``, ``MDV.<studyid>.<SDTM|ADAM>``)."""
     columns = []
     for col in ds.data.columns:
         fmt = ds.formats.get(col, "")
@@ -140,6 +142,8 @@ def write_dataset_json(ds: Dataset, folder: Path, created: str, study_oid: str, 
         entry = {"itemOID": f"IT.{ds.name}.{col}", "name": col, "label": ds.labels.get(col, ""), "dataType": kind}
         if kind in ("date", "datetime"):
             entry["targetDataType"] = "integer"  # a SAS numeric date/datetime in the XPT
+        if fmt:
+            entry["displayFormat"] = fmt
         if kind == "string":
             entry["length"] = max(1, int(ds.data[col].fillna("").astype(str).str.len().max() or 1))
         if col in ds.keys:
@@ -147,9 +151,9 @@ def write_dataset_json(ds: Dataset, folder: Path, created: str, study_oid: str, 
         columns.append(entry)
     doc = {
         "datasetJSONCreationDateTime": created, "datasetJSONVersion": "1.1.0",
-        "fileOID": f"{study_oid}.{ds.name}", "originator": "cdisc_convert",
+        "fileOID": f"{studyid}.{ds.name}", "originator": "cdisc_convert",
         "sourceSystem": {"name": "cdisc_convert", "version": version},
-        "studyOID": study_oid, "metaDataVersionOID": f"MDV.{study_oid}", "itemGroupOID": f"IG.{ds.name}",
+        "studyOID": f"ST.{studyid}", "metaDataVersionOID": f"MDV.{studyid}.{kind}", "itemGroupOID": f"IG.{ds.name}",
         "records": len(ds.data), "name": ds.name, "label": ds.label, "columns": columns, "rows": [],
     }
     head = json.dumps(doc, ensure_ascii=True, separators=(",", ":"))

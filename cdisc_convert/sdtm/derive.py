@@ -343,6 +343,31 @@ def treatment_emergent(start_dtc: pd.Series, end_dtc: pd.Series | None, first_do
     return out.where(first != "", "")
 
 
+def last_contact(usubjid: pd.Series, domains: list[pd.DataFrame]) -> pd.Series:
+    """The subject's latest date in any domain (every --DTC, --STDTC, --ENDTC): RFPENDTC, the end
+    of participation, can then never be earlier than a record of the subject.
+
+    >>> lb = pd.DataFrame({"USUBJID": ["1", "1", "2"], "LBDTC": ["2024-01-05", "2024-03-19T10:00", "2024-02"]})
+    >>> ds = pd.DataFrame({"USUBJID": ["1", "2"], "DSSTDTC": ["2024-03-06", "2024-02-10"]})
+    >>> last_contact(pd.Series(["1", "2", "3"]), [lb, ds]).tolist()
+    ['2024-03-19T10:00', '2024-02-10', '']
+    """
+    parts = []
+    for frame in domains:
+        if "USUBJID" not in frame.columns:
+            continue
+        for col in [c for c in frame.columns if c.endswith("DTC") and not c.startswith(("RF", "__"))
+                    and c not in ("DTHDTC", "BRTHDTC")]:
+            values = frame[["USUBJID", col]].rename(columns={col: "dtc"})
+            parts.append(values[values["dtc"].fillna("").astype(str) != ""])
+    if not parts:
+        return pd.Series("", index=usubjid.index, dtype=object)
+    every = pd.concat(parts, ignore_index=True)
+    every["dtc"] = every["dtc"].astype(str)
+    latest = every.groupby("USUBJID")["dtc"].max()
+    return usubjid.map(latest).fillna("").astype(object)
+
+
 def has_records(usubjid: pd.Series, subjects_with_records) -> pd.Series:
     """``Y`` when the subject has at least one record in another domain (after any condition), else ``N``
     (e.g. the pilot's SAFETY flag: any exposure record).
@@ -362,26 +387,52 @@ def sequence_number(frame: pd.DataFrame, by: str = "USUBJID") -> pd.Series:
     return (frame.groupby(by, sort=False).cumcount() + 1).astype(float)
 
 
+def date_span(dtc: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The first and last calendar day an ISO 8601 value may stand for: a complete date is one day,
+    ``2024-05`` runs from 1 to 31 May, ``2024`` the whole year.
+
+    >>> lo, hi = date_span(pd.Series(["2024-02-10T08:00", "2024-02", "2024", ""]))
+    >>> lo.dt.strftime("%m-%d").tolist(), hi.dt.strftime("%m-%d").tolist()
+    (['02-10', '02-01', '01-01', nan], ['02-10', '02-29', '12-31', nan])
+    """
+    text = dtc.fillna("").astype(str)
+    full = dtc_date(text)
+    month = pd.to_datetime(text.where(text.str.len() == 7), format="%Y-%m", errors="coerce")
+    year = pd.to_datetime(text.where(text.str.len() == 4), format="%Y", errors="coerce")
+    lo = full.fillna(month).fillna(year)
+    hi = full.fillna(month + pd.offsets.MonthEnd(0)).fillna(year + pd.offsets.YearEnd(0))
+    return lo, hi
+
+
 def epoch_of(frame: pd.DataFrame, dtc: str, elements: pd.DataFrame) -> pd.Series:
     """EPOCH: the epoch of the subject element (SE) whose span holds the record's date.
 
     An element runs from its start date up to its end date; on a shared day the later element
-    wins (the first infusion day belongs to TREATMENT). Partial dates get no epoch.
+    wins (the first infusion day belongs to TREATMENT). A partial date gets the epoch when its
+    whole span (the month, the year) lies in one epoch, else none.
 
     >>> se = pd.DataFrame({"USUBJID": ["1", "1"], "EPOCH": ["SCREENING", "TREATMENT"],
     ...                    "SESTDTC": ["2024-01-01", "2024-01-10"], "SEENDTC": ["2024-01-10", "2024-03-01"]})
-    >>> f = pd.DataFrame({"USUBJID": ["1", "1", "1", "1"], "AESTDTC": ["2024-01-09", "2024-01-10", "2024-05", "2025-01-01"]})
+    >>> f = pd.DataFrame({"USUBJID": ["1"] * 5, "AESTDTC": ["2024-01-09", "2024-01-10", "2024-01", "2024-02", "2025-01-01"]})
     >>> epoch_of(f, "AESTDTC", se).tolist()
-    ['SCREENING', 'TREATMENT', '', 'TREATMENT']
+    ['SCREENING', 'TREATMENT', '', 'TREATMENT', 'TREATMENT']
     """
     out = pd.Series("", index=frame.index, dtype=object)
-    when = dtc_date(frame[dtc])
     if elements.empty:
         return out
     se = elements.assign(_start=dtc_date(elements["SESTDTC"]), _end=dtc_date(elements["SEENDTC"]))
-    last_order = se.groupby("USUBJID")["_start"].transform("max") == se["_start"]
-    merged = frame[["USUBJID"]].assign(_when=when, _row=np.arange(len(frame))).merge(
-        se.assign(_last=last_order)[["USUBJID", "EPOCH", "_start", "_end", "_last"]], on="USUBJID", how="inner")
+    se = se.assign(_last=se.groupby("USUBJID")["_start"].transform("max") == se["_start"])
+    lo, hi = date_span(frame[dtc])
+    first, last = _epoch_at(frame["USUBJID"], lo, se), _epoch_at(frame["USUBJID"], hi, se)
+    same = (first == last) & (first != "")
+    out[same] = first[same]
+    return out
+
+
+def _epoch_at(usubjid: pd.Series, when: pd.Series, se: pd.DataFrame) -> pd.Series:
+    out = pd.Series("", index=usubjid.index, dtype=object)
+    merged = pd.DataFrame({"USUBJID": usubjid.to_numpy(), "_when": when.to_numpy(), "_row": np.arange(len(usubjid))}) \
+        .merge(se[["USUBJID", "EPOCH", "_start", "_end", "_last"]], on="USUBJID", how="inner")
     inside = (merged["_when"] >= merged["_start"]) & (
         (merged["_when"] <= merged["_end"]) | merged["_end"].isna() | merged["_last"])
     hits = merged[inside].sort_values(["_row", "_start"], kind="stable").groupby("_row").tail(1)

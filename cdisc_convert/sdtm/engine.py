@@ -240,6 +240,11 @@ def map_domain_records(spec: DomainSpec, forms: dict[str, pd.DataFrame], study: 
                 out[f"__supp_{supp.qnam}"] = evaluate_rule(supp.rule, ctx, ("supp", k, "rule"))
         if source.tests:
             _standard_results(spec, rows, out, md, run, codelists)
+            stat, reason = f"{spec.domain}STAT", f"{spec.domain}REASND"
+            if source.not_done_reason is not None and stat in out.columns:
+                not_done = out[stat] == "NOT DONE"
+                text = evaluate_rule(source.not_done_reason, ctx, ("sources", i, "not_done_reason"))
+                out[reason] = text.where(not_done, "")
         for col in ["__src", "__field", "__form", "__folder", *[c for c in rows.columns if c.startswith("@")]]:
             out[col] = rows[col].values
         out["__source_index"] = i
@@ -376,6 +381,8 @@ def _subject_context(mapped: MappedDomain, run: Conversion, study: StudyConfig, 
         kind = rule.derive
         if kind in ("first_date", "last_date"):
             return derive_reference_dates(rule, ctx.out, run, spec, where)
+        if kind == "last_contact":
+            return derive.last_contact(ctx.out["USUBJID"], [m.data for m in run.domains.values()])
         if kind == "has_records":
             return derive.has_records(ctx.out["USUBJID"], _other_domain_rows(rule, run, spec, where)["USUBJID"])
         _need(rule.of, ctx.out, spec, where)

@@ -11,19 +11,70 @@ from ..spec import StudyConfig
 from . import derive
 
 
-def trial_summary(study: StudyConfig) -> pd.DataFrame:
-    """TS: one record per parameter, TSSEQ counting repeats of a parameter.
+DERIVED_TS = {"SSTDTC": "Study Start Date", "SENDTC": "Study End Date", "ACTSUB": "Actual Number of Subjects",
+              "FCNTRY": "Planned Country of Investigational Sites", "DOSE": "Dose per Administration",
+              "DOSU": "Dose Units"}
+
+
+def trial_summary(study: StudyConfig, dm: pd.DataFrame | None = None) -> pd.DataFrame:
+    """TS: one record per parameter, TSSEQ counting repeats of a parameter. Parameters the data
+    settles are derived unless study.yaml gives them: SSTDTC (earliest informed consent, else first
+    reference start), SENDTC (latest end of participation), ACTSUB (subjects assigned to an arm),
+    FCNTRY (each country in DM); and each arm's planned DOSE (and DOSU) grouped by TSGRPID = ARMCD.
 
     >>> from cdisc_convert.spec import load_study_config; from pathlib import Path
-    >>> ts = trial_summary(load_study_config(Path("mappings/nct05948982/study.yaml")))
-    >>> ts.loc[ts.TSPARMCD == "PLANSUB", "TSVAL"].item()
-    '18'
+    >>> study = load_study_config(Path("mappings/nct05948982/study.yaml"))
+    >>> dm = pd.DataFrame({"RFICDTC": ["2024-01-02", "2023-12-30"], "RFSTDTC": ["2024-01-10", "2024-01-08"],
+    ...                    "RFPENDTC": ["2024-06-01", "2024-07-15T10:00"], "ARMCD": ["LOW", ""], "COUNTRY": ["CHN"] * 2})
+    >>> ts = trial_summary(study, dm).set_index("TSPARMCD")
+    >>> ts.loc[["PLANSUB", "SSTDTC", "SENDTC", "ACTSUB", "FCNTRY"], "TSVAL"].tolist()
+    ['18', '2023-12-30', '2024-07-15', '1', 'CHN']
     """
-    rows = [{"STUDYID": study.studyid, "DOMAIN": "TS", "TSPARMCD": str(p["parmcd"]), "TSPARM": str(p["parm"]),
-             "TSVAL": str(p["val"])} for p in study.trial_summary]
-    ts = pd.DataFrame(rows, columns=["STUDYID", "DOMAIN", "TSPARMCD", "TSPARM", "TSVAL"])
+    rows = [{"TSPARMCD": str(p["parmcd"]), "TSPARM": str(p["parm"]), "TSVAL": str(p["val"]),
+             "TSGRPID": str(p.get("grpid", ""))} for p in study.trial_summary]
+    given = {r["TSPARMCD"] for r in rows}
+
+    def add(parmcd: str, value, group: str = "") -> None:
+        if value not in ("", None):
+            rows.append({"TSPARMCD": parmcd, "TSPARM": DERIVED_TS[parmcd], "TSVAL": str(value), "TSGRPID": group})
+
+    if dm is not None and len(dm):
+        def dates(var):
+            return sorted(d[:10] for d in dm.get(var, pd.Series(dtype=object)).fillna("").astype(str) if d)
+        consent, start, end = dates("RFICDTC"), dates("RFSTDTC"), dates("RFPENDTC")
+        derived = {"SSTDTC": (consent or start or [""])[0], "SENDTC": (end or [""])[-1],
+                   "ACTSUB": int((dm.get("ARMCD", pd.Series("", index=dm.index)).fillna("") != "").sum())}
+        for parmcd, value in derived.items():
+            if parmcd not in given:
+                add(parmcd, value)
+        if "FCNTRY" not in given:
+            for country in sorted(set(dm.get("COUNTRY", pd.Series(dtype=object)).fillna("")) - {""}):
+                add("FCNTRY", country)
+    if "DOSE" not in given:
+        for arm in study.arms:
+            for dose in arm.doses:
+                add("DOSE", f"{dose:g}", arm.armcd)
+            if arm.dose_unit:
+                add("DOSU", arm.dose_unit, arm.armcd)
+    ts = pd.DataFrame(rows, columns=["TSPARMCD", "TSPARM", "TSVAL", "TSGRPID"])
+    ts.insert(0, "DOMAIN", "TS")
+    ts.insert(0, "STUDYID", study.studyid)
     ts["TSSEQ"] = (ts.groupby("TSPARMCD").cumcount() + 1).astype(float)
+    if (ts["TSGRPID"] == "").all():
+        ts = ts.drop(columns="TSGRPID")
     return ts
+
+
+def related_records(study: StudyConfig, domains: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """RELREC at dataset level: one record per domain of each declared relationship (USUBJID and
+    IDVARVAL empty, RELTYPE ONE or MANY), for domains that were written with their link variable.
+    A relationship whose domains are not all there is left out."""
+    rows = []
+    for rel in study.relationships:
+        if all(link.domain in domains and link.idvar in domains[link.domain].columns for link in rel.link):
+            rows += [{"STUDYID": study.studyid, "RDOMAIN": link.domain, "USUBJID": "", "IDVAR": link.idvar,
+                      "IDVARVAL": "", "RELTYPE": link.reltype, "RELID": rel.relid} for link in rel.link]
+    return pd.DataFrame(rows, columns=["STUDYID", "RDOMAIN", "USUBJID", "IDVAR", "IDVARVAL", "RELTYPE", "RELID"])
 
 
 def trial_elements(study: StudyConfig) -> pd.DataFrame:

@@ -20,10 +20,12 @@ from ruamel.yaml import YAML
 from ..errors import ConversionError
 from ..metadata import Terminology, load_sdtmig, load_terminology
 from ..text import as_text
-from .checks import CHECKS, FINDING, Context, DefineFacts
+from .checks import CHECKS as _FIELD_CHECKS, FINDING, Context, DefineFacts
+from .consistency import CHECKS as _CONSISTENCY_CHECKS
 
-CATALOGUE = Path(__file__).resolve().parents[2] / "validation" / "rules.yaml"
+CATALOGUE = Path(__file__).parent.parent / "resources" / "rules.yaml"  # validation/rules.yaml, shipped in the package
 SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2}
+CHECKS = {**_FIELD_CHECKS, **_CONSISTENCY_CHECKS}
 NS = {"odm": "http://www.cdisc.org/ns/odm/v1.3", "def": "http://www.cdisc.org/ns/def/v2.1"}
 
 
@@ -99,12 +101,15 @@ def read_define_facts(path: Path) -> DefineFacts:
         raise ConversionError(f"unreadable define.xml: {exc}", source=str(path)) from None
     codelists = {cl.get("OID"): cl for cl in doc.iterfind(".//odm:CodeList", NS)}
     datasets = {g.get("Name"): g.get("OID") for g in doc.iterfind(".//odm:ItemGroupDef", NS)}
-    variables, bindings = {}, {}
+    variables, bindings, roles, datatypes = {}, {}, {}, {}
+    items = {it.get("OID"): it for it in doc.iterfind(".//odm:ItemDef", NS)}
     for g in doc.iterfind(".//odm:ItemGroupDef", NS):
         for ref in g.iterfind("odm:ItemRef", NS):
-            it = doc.find(f".//odm:ItemDef[@OID='{ref.get('ItemOID')}']", NS)
+            it = items.get(ref.get("ItemOID"))
             if it is None:
                 continue
+            roles[(g.get("Name"), it.get("Name"))] = ref.get("Role") or ""
+            datatypes[(g.get("Name"), it.get("Name"))] = it.get("DataType") or ""
             label = it.findtext("odm:Description/odm:TranslatedText", default="", namespaces=NS)
             variables[(g.get("Name"), it.get("Name"))] = (label, int(it.get("Length")) if it.get("Length") and
                                                           it.get("DataType") == "text" else None)
@@ -117,7 +122,9 @@ def read_define_facts(path: Path) -> DefineFacts:
         terms[oid.removeprefix("CL.")] = {i.get("CodedValue") for i in items}
         extended[oid.removeprefix("CL.")] = {i.get("CodedValue") for i in items
                                              if i.get(f"{{{NS['def']}}}ExtendedValue") == "Yes"}
-    return DefineFacts(datasets, variables, bindings, terms, extended)
+    standard = doc.find(".//def:Standard[@Type='IG']", NS)
+    return DefineFacts(datasets, variables, bindings, terms, extended, roles, datatypes,
+                       standard.get("Name") if standard is not None else "")
 
 
 def planned_windows(tv: pd.DataFrame | None) -> pd.DataFrame | None:

@@ -45,6 +45,9 @@ class DefineFacts:
     codelist_of: dict[tuple[str, str], str]
     codelist_terms: dict[str, set[str]]
     extended: dict[str, set[str]]
+    roles: dict[tuple[str, str], str] = field(default_factory=dict)
+    datatypes: dict[tuple[str, str], str] = field(default_factory=dict)
+    standard: str = ""  # the IG the define.xml declares (SDTMIG, ADaMIG)
 
 
 def findings(rule: dict, dataset: str, frame: pd.DataFrame, mask: pd.Series, variable: str, message,

@@ -1,0 +1,1 @@
+../../define/define2-1.xsl
