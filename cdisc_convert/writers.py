@@ -132,7 +132,7 @@ def _json_type(name: str, series: pd.Series) -> str:
     return "double"
 
 
-def write_dataset_json(ds: Dataset, folder: Path, created: str, studyid: str, version: str, kind: str = "SDTM") -> Path:
+def write_dataset_json(ds: Dataset, folder: Path, created: str, studyid: str, version: str, model: str = "SDTM") -> Path:
     """Write CDISC Dataset-JSON 1.1 (``<name>.json``): metadata, columns and rows. The study and
     metadata-version OIDs are define.xml's (``ST.<studyid>``, ``MDV.<studyid>.<SDTM|ADAM>``)."""
     columns = []
@@ -153,7 +153,7 @@ def write_dataset_json(ds: Dataset, folder: Path, created: str, studyid: str, ve
         "datasetJSONCreationDateTime": created, "datasetJSONVersion": "1.1.0",
         "fileOID": f"{studyid}.{ds.name}", "originator": "cdisc_convert",
         "sourceSystem": {"name": "cdisc_convert", "version": version},
-        "studyOID": f"ST.{studyid}", "metaDataVersionOID": f"MDV.{studyid}.{kind}", "itemGroupOID": f"IG.{ds.name}",
+        "studyOID": f"ST.{studyid}", "metaDataVersionOID": f"MDV.{studyid}.{model}", "itemGroupOID": f"IG.{ds.name}",
         "records": len(ds.data), "name": ds.name, "label": ds.label, "columns": columns, "rows": [],
     }
     head = json.dumps(doc, ensure_ascii=True, separators=(",", ":"))

@@ -51,7 +51,7 @@ def test_every_dataset_and_variable_is_defined_as_written(example_out, folder):
             elif data[col].dtype.kind in "fiu":
                 assert kind in ("integer", "float"), (name, col, kind)
             else:
-                assert kind in ("text", "date", "datetime"), (name, col, kind)
+                assert kind in ("text", "date", "datetime", "partialDate", "partialDatetime"), (name, col, kind)
                 longest = max(1, int(data[col].fillna("").astype(str).str.len().max() or 1))
                 if kind == "text":
                     assert int(it.get("Length")) == longest == meta.variable_storage_width[col], (name, col)

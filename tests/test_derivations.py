@@ -141,5 +141,6 @@ def test_epoch_from_subject_elements():
     se = pd.DataFrame({"USUBJID": ["1"] * 3, "EPOCH": ["SCREENING", "TREATMENT", "FOLLOW-UP"],
                        "SESTDTC": ["2024-01-01", "2024-01-10T10:00", "2024-04-05"],
                        "SEENDTC": ["2024-01-10T10:00", "2024-04-05", "2024-12-01"]})
-    f = pd.DataFrame({"USUBJID": ["1"] * 4, "DTC": ["2024-01-09", "2024-01-10", "2024-04-06", "2024-02"]})
-    assert derive.epoch_of(f, "DTC", se).tolist() == ["SCREENING", "TREATMENT", "FOLLOW-UP", ""]
+    f = pd.DataFrame({"USUBJID": ["1"] * 5, "DTC": ["2024-01-09", "2024-01-10", "2024-04-06", "2024-02", "2024-01"]})
+    # a partial date gets the epoch its whole month lies in (February), none when it spans two (January)
+    assert derive.epoch_of(f, "DTC", se).tolist() == ["SCREENING", "TREATMENT", "FOLLOW-UP", "TREATMENT", ""]

@@ -13,7 +13,7 @@ from cdisc_convert.pipeline import run_study
 
 from conftest import STUDY
 
-DOMAINS = ["ae", "dm", "ds", "ex", "fa", "lb", "pr", "qs", "se", "suppae", "suppdm", "suppex", "sv", "ta", "te",
+DOMAINS = ["ae", "dm", "ds", "ex", "fa", "lb", "pr", "qs", "relrec", "se", "suppae", "suppdm", "suppex", "sv", "ta", "te",
            "ts", "tv"]
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ..sdtm.derive import epoch_of
-from ..text import as_text
-from .checks import FINDING, Context, findings
+from ..text import as_text, on_unique
+from .checks import FINDING, ISO8601, Context, findings
 
 TRIAL_DESIGN = ("TA", "TE", "TV", "TI", "TS", "TD", "TM")
 SERIOUSNESS = ("AESCAN", "AESCONG", "AESDISAB", "AESDTH", "AESHOSP", "AESLIFE", "AESMIE", "AESOD")
@@ -29,8 +29,10 @@ def _after(start: pd.Series, end: pd.Series) -> pd.Series:
     s, e = as_text(start), as_text(end)
     n = np.minimum(s.str.len(), e.str.len())
     out = pd.Series(False, index=s.index)
-    for width in sorted(set(n[(s != "") & (e != "")])):
-        at = (n == width) & (s != "") & (e != "")
+    # values that are not ISO 8601 are CF0004's finding, not compared here
+    both = on_unique(s, lambda u: u.str.match(ISO8601)).astype(bool) & on_unique(e, lambda u: u.str.match(ISO8601)).astype(bool)
+    for width in sorted(set(n[both])):
+        at = (n == width) & both
         out[at] = s[at].str.slice(0, width) > e[at].str.slice(0, width)
     return out
 
