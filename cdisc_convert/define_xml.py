@@ -116,7 +116,7 @@ def write_study_defines(study_dir: Path, out_dir: Path, study: StudyConfig, crea
     study has ADaM specs and datasets); datasets are read from the XPT files unless given."""
     from .adam.spec import load_adam_specs
     from .metadata import load_sdtmig
-    from .pipeline import load_specs
+    from .sdtm.engine import load_specs
 
     ct = ct if ct is not None else load_terminology(None, study_dir)
     written_paths = []

@@ -23,7 +23,7 @@ from .metadata import Sdtmig, Terminology, load_sdtmig, load_terminology
 from .readers import read_csv_forms, read_odm_forms, read_sas_forms
 from .sdtm import trial_design
 from .sdtm.engine import (Conversion, Excluded, MappedDomain, check_spec, derive_subject_level, derive_supplemental,
-                          finalize_domain, map_domain_records, screen_rows)
+                          finalize_domain, load_specs, map_domain_records, screen_rows)
 from .spec import DomainSpec, StudyConfig, load_domain_spec, load_study_config
 from .writers import Dataset, atomic_output, write_dataset_json, write_xpt
 
@@ -39,22 +39,6 @@ class RunResult:
     deviations: list[dict]
     timings: dict[str, float] = field(default_factory=dict)
     source_rows: int = 0
-
-
-def load_specs(study_dir: Path) -> list[DomainSpec]:
-    """Every ``*.yaml`` in the study folder except ``study.yaml`` and ``terminology.yaml``, in file-name order."""
-    from .metadata.ct import STUDY_TERMINOLOGY
-
-    specs = [load_domain_spec(p) for p in sorted(study_dir.glob("*.yaml")) if p.name not in (STUDY_FILE,
-                                                                                               STUDY_TERMINOLOGY)]
-    seen: dict[str, str] = {}
-    md = load_sdtmig()
-    for s in specs:
-        check_spec(s, md)
-        if s.domain in seen:
-            raise ConversionError(f"domain {s.domain} is specified twice (also in {seen[s.domain]})", spec=f"{s.file}:1")
-        seen[s.domain] = s.file
-    return specs
 
 
 def read_edc(study: StudyConfig, study_dir: Path, edc: Path | None = None, encoding: str | None = None

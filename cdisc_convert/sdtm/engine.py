@@ -11,14 +11,15 @@ One path for the data:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ConversionError
-from ..metadata import Codelist, Sdtmig
+from ..metadata import Codelist, Sdtmig, load_sdtmig
 from ..text import as_text
-from ..spec import DomainSpec, Rule, Source, StudyConfig
+from ..spec import DomainSpec, Rule, Source, StudyConfig, load_domain_spec
 from . import derive
 from .rules import RuleContext, evaluate_condition, evaluate_rule
 
@@ -81,6 +82,22 @@ def check_spec(spec: DomainSpec, md: Sdtmig) -> None:
             raise ConversionError(f"variable {name} is not a {spec.domain} variable in SDTMIG {md.version} and the "
                                   f"SDTM model does not allow it for the {cls} class; map it as a supplemental "
                                   f"qualifier (supp:)", spec=spec.line_of(*where), dataset=spec.domain, field=name)
+
+
+def load_specs(study_dir: Path) -> list[DomainSpec]:
+    """Every ``*.yaml`` in the study folder except ``study.yaml`` and ``terminology.yaml``, in file-name order."""
+    from ..metadata.ct import STUDY_TERMINOLOGY
+
+    specs = [load_domain_spec(p) for p in sorted(study_dir.glob("*.yaml")) if p.name not in ("study.yaml",
+                                                                                               STUDY_TERMINOLOGY)]
+    seen: dict[str, str] = {}
+    md = load_sdtmig()
+    for s in specs:
+        check_spec(s, md)
+        if s.domain in seen:
+            raise ConversionError(f"domain {s.domain} is specified twice (also in {seen[s.domain]})", spec=f"{s.file}:1")
+        seen[s.domain] = s.file
+    return specs
 
 
 def screen_rows(forms: dict[str, pd.DataFrame], study: StudyConfig) -> tuple[dict[str, pd.DataFrame], list[Excluded]]:

@@ -248,7 +248,7 @@ def adam_windows_of(study_dir: Path) -> dict[str, list]:
 
 def spec_codelists_of(study_dir: Path) -> dict[tuple[str, str], str]:
     """Codelists the SDTM specs bind variables to (``codelist:`` on a rule, or a metadata override)."""
-    from ..pipeline import load_specs
+    from ..sdtm.engine import load_specs
 
     out = {}
     for spec in load_specs(study_dir):
