@@ -101,7 +101,7 @@ def contradicting_nrind(f):
 
 
 def long_test_name(f):
-    f.loc[f.LBTESTCD == "TGFB", "LBTEST"] = "Transforming Growth Factor Beta 1 Measurement"
+    f.loc[f.LBTESTCD == "SDF1", "LBTEST"] = "Stromal Cell-Derived Factor 1 Concentration"  # a sponsor code
     return f
 
 
@@ -163,6 +163,17 @@ def test_one_bad_test_name_is_one_finding_not_one_per_record(example_out, clean,
     rewrite(folder, "LB", long_test_name)
     added, _ = new_findings(clean, folder)
     assert len(added[added.rule == "CF0016"]) == 1
+
+
+def test_a_test_renamed_on_all_its_records_is_one_finding(example_out, clean, tmp_path):
+    folder = broken_copy(example_out, tmp_path)
+
+    def rename(f):
+        f.loc[f.LBTESTCD == "ALT", "LBTEST"] = "Alanine Transaminase"
+        return f
+    rewrite(folder, "LB", rename)
+    added, _ = new_findings(clean, folder)
+    assert added[added.rule == "CT0003"][["dataset", "variable"]].values.tolist() == [["LB", "LBTESTCD"]]
 
 
 def test_define_roles_and_partial_date_types_are_checked(example_out, clean, tmp_path):

@@ -179,7 +179,7 @@ def ct_test_name_pair(ctx, rule):
         codelist = ctx.ct.get(f"{name}TESTCD")
         if codelist is not None and codelist.terms:
             allowed = _allowed(ctx, f"{name}TESTCD", codelist)
-            bad = (codes != "") & ~codes.isin(allowed)
+            bad = (codes != "") & ~codes.isin(allowed) & ~codes.duplicated()  # once per code, not per record
             out.append(findings(rule, name, frame, bad, code,
                                 f"{code} is not in codelist {name}TESTCD and not declared as an extended value"))
         if test in frame.columns:
@@ -191,10 +191,12 @@ def ct_test_name_pair(ctx, rule):
             # with a CT package, a CDISC code and its name carry the same NCI code
             names_cl = ctx.ct.get(f"{name}TEST")
             if codelist is not None and names_cl is not None and codelist.term_codes and names_cl.term_codes:
+                name_of = {nci: n for n, nci in names_cl.term_codes.items()}  # NCI code -> the CT's test name
                 mismatched = {(c, n) for c, n in zip(pairs["c"], pairs["n"]) if c in codelist.term_codes and
-                              n in names_cl.term_codes and codelist.term_codes[c] != names_cl.term_codes[n]}
+                              name_of.get(codelist.term_codes[c], n) != n}
                 if mismatched:
                     bad |= pd.Series(list(zip(codes, names)), index=frame.index).isin(mismatched)
+            bad &= ~pd.Series(list(zip(codes, names)), index=frame.index).duplicated()  # once per pair
             out.append(findings(rule, name, frame, bad, code,
                                 "test code and test name do not pair one to one (" + codes + " / " + names + ")"))
     return out
