@@ -17,21 +17,56 @@ from rich.table import Table
 
 from .errors import ConversionError
 
-console = Console(stderr=True, highlight=False)
+# never wrap: a piped log keeps every value on one line
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Progress:
+    """Progress of a run: on a terminal a status line with the step count and elapsed time; when
+    not a terminal (a nightly job's log) one timestamped line per step, flushed at once."""
+
+    def __init__(self, quiet: bool = False):
+        import time
+
+        self.quiet, self.start, self.steps, self.time = quiet, time.monotonic(), 0, time
+        self.status = None
+
+    def __enter__(self):
+        if not self.quiet and console.is_terminal:
+            self.status = console.status("starting")
+            self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.status is not None:
+            self.status.__exit__(*exc)
+
+    def __call__(self, message: str) -> None:
+        self.steps += 1
+        elapsed = self.time.monotonic() - self.start
+        if self.quiet:
+            return
+        if self.status is not None:
+            self.status.update(f"step {self.steps}: {message} ({elapsed:.0f}s elapsed)")
+        else:
+            stamp = __import__("datetime").datetime.now().strftime("%H:%M:%S")
+            print(f"{stamp} [{elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def _cmd_run(args) -> int:
     from .pipeline import run_adam_only, run_study
 
-    with console.status("starting") as status:
+    with Progress(args.quiet) as progress:
         if args.adam_only:
             result = run_adam_only(Path(args.study_dir), Path(args.out), Path(args.sdtm) if args.sdtm else None,
-                                   progress=lambda msg: status.update(msg))
+                                   progress=progress)
         else:
             result = run_study(Path(args.study_dir), Path(args.out), edc=Path(args.edc) if args.edc else None,
-                               encoding=args.encoding, progress=lambda msg: status.update(msg),
+                               encoding=args.encoding, progress=progress,
                                stylesheet=Path(args.stylesheet) if args.stylesheet else None,
                                ct=[Path(c) for c in args.ct or []])
+    if args.quiet:
+        return _run_summary(args, result)
     table = Table(title=f"Datasets written to {result.out_dir}")
     table.add_column("dataset")
     table.add_column("records", justify="right")
@@ -43,14 +78,34 @@ def _cmd_run(args) -> int:
     for e in result.excluded:
         reasons[e.reason] = reasons.get(e.reason, 0) + 1
     if args.adam_only:
-        console.print("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+        if args.verbose:
+            console.print("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
         return 0
     console.print(f"source rows: {result.source_rows}; excluded: "
                   + (", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none")
                   + f" (see {result.out_dir / 'reconciliation.csv'})")
     if result.deviations:
         console.print(f"[yellow]{len(result.deviations)} deviation(s) reported in {result.out_dir / 'report.json'}[/]")
-    console.print("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+    if args.verbose:
+        console.print("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+    return _run_summary(args, result)
+
+
+def _run_summary(args, result) -> int:
+    """The run's last lines: the validation summary per model and the exit code --fail-on asks."""
+    manifest = result.out_dir / "manifest.json"
+    validation = json.loads(manifest.read_text()).get("validation", {}) if manifest.is_file() else {}
+    worst = {"error": 0, "warning": 0}
+    for model, counts in sorted(validation.items(), key=lambda kv: kv[0] != "sdtm"):
+        console.print(f"validation {model.upper()}: {counts.get('error', 0)} error(s), {counts.get('warning', 0)} "
+                      f"warning(s), {counts.get('info', 0)} note(s); report: "
+                      f"{result.out_dir / 'validation' / model / 'report.html'}")
+        for severity in worst:
+            worst[severity] += counts.get(severity, 0)
+    if args.fail_on == "error" and worst["error"]:
+        return 1
+    if args.fail_on == "warning" and (worst["error"] or worst["warning"]):
+        return 1
     return 0
 
 
@@ -190,6 +245,9 @@ def _cmd_example(args) -> int:
 def _cmd_explain(args) -> int:
     from .lineage import explain_record
 
+    bad = [kv for kv in args.keys if "=" not in kv]
+    if bad:
+        raise ConversionError(f"record keys are KEY=VALUE pairs (got '{bad[0]}'), e.g. USUBJID=NCT05948982-01-001")
     print(explain_record(Path(args.out), args.dataset, dict(kv.split("=", 1) for kv in args.keys)))
     return 0
 
@@ -199,11 +257,22 @@ CT_HELP = ("a CDISC CT release to use instead of the bundled one (SDTM CT and AD
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cdisc-convert", description="EDC exports to CDISC SDTM (XPT v5, Dataset-JSON)")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="cdisc-convert", description="EDC exports to CDISC SDTM and ADaM (XPT v5, Dataset-JSON 1.1), "
+        "Define-XML 2.1 with its HTML view, and validation reports. Exit codes: 0 done, 1 findings at or "
+        "above --fail-on (or differences for diff-spec/compare), 2 unusable input.")
+    parser.add_argument("--version", action="version", version=f"cdisc-convert {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="convert a study folder (study.yaml + specs) to SDTM")
-    run.add_argument("study_dir")
-    run.add_argument("--out", required=True, help="output folder (replaced only when the whole run succeeds)")
+    run = sub.add_parser("run", help="convert a study folder (study.yaml + specs) to SDTM and ADaM")
+    run.add_argument("study_dir", help="the study folder: study.yaml, one spec per domain, adam/, edc/")
+    run.add_argument("--out", required=True, help="output folder: new, empty, or written by an earlier run (it is "
+                                                  "replaced only when the whole run succeeds)")
+    run.add_argument("--fail-on", choices=["error", "warning"], help="exit 1 when validation finds this or worse")
+    run.add_argument("--quiet", action="store_true", help="print only the validation summary and errors")
+    run.add_argument("--verbose", action="store_true", help="also print the time each step took")
     run.add_argument("--edc", help="EDC export to read instead of the one study.yaml names (CSV folder or ODM .xml)")
     run.add_argument("--encoding", help="CSV encoding, e.g. latin-1 (default: the config's, utf-8 with or without BOM)")
     run.add_argument("--adam-only", action="store_true",
@@ -214,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--ct", action="append", metavar="PATH", help=CT_HELP)
     run.set_defaults(func=_cmd_run)
     de = sub.add_parser("define", help="write define.xml + define.html for the datasets already in OUT")
-    de.add_argument("study_dir")
+    de.add_argument("study_dir", help="the study folder (study.yaml + specs)")
     de.add_argument("--out", required=True, help="the run's output folder (holding sdtm/ and adam/)")
     de.add_argument("--stylesheet", help="XSLT for define.html instead of the project's own template")
     de.add_argument("--ct", action="append", metavar="PATH", help=CT_HELP)
@@ -242,29 +311,49 @@ def main(argv: list[str] | None = None) -> int:
     ds.add_argument("--html", help="write the result as a single HTML page to this file")
     ds.set_defaults(func=_cmd_diff_spec)
     co = sub.add_parser("compare", help="compare two folders of datasets by their keys (like PROC COMPARE)")
-    co.add_argument("base")
-    co.add_argument("new")
+    co.add_argument("base", help="folder of datasets (.xpt or Dataset-JSON), or one dataset file")
+    co.add_argument("new", help="the folder (or file) to compare with it")
     co.add_argument("--tolerance", type=float, default=1e-9, help="relative tolerance for numbers (default 1e-9)")
     co.add_argument("--json", help="write the result as JSON to this file")
     co.add_argument("--html", help="write the result as a single HTML page to this file")
     co.set_defaults(func=_cmd_compare)
     ex = sub.add_parser("example", help="write the example study (specs + generated EDC export)")
-    ex.add_argument("--subjects", type=int, default=18)
-    ex.add_argument("--seed", type=int, default=20230717)
-    ex.add_argument("--out", required=True)
+    ex.add_argument("--subjects", type=int, default=18, help="number of subjects to generate (default 18)")
+    ex.add_argument("--seed", type=int, default=20230717, help="random seed: the same seed gives the same export")
+    ex.add_argument("--out", required=True, help="folder to write the study into (new, or empty)")
     ex.add_argument("--no-odm", action="store_true", help="skip the ODM XML copy of the export")
     ex.set_defaults(func=_cmd_example)
     exp = sub.add_parser("explain", help="where each value of one output record came from")
-    exp.add_argument("dataset")
+    exp.add_argument("dataset", help="SDTM or ADaM dataset name, e.g. LB or ADSL")
     exp.add_argument("keys", nargs="+", help="KEY=VALUE pairs, e.g. USUBJID=NCT05948982-01-001 LBSEQ=3")
     exp.add_argument("--out", default="out", help="output folder of the run (default: out)")
     exp.set_defaults(func=_cmd_explain)
     args = parser.parse_args(argv)
+    for flag in ("quiet", "verbose", "fail_on"):
+        if not hasattr(args, flag):
+            setattr(args, flag, None)
     try:
         return args.func(args)
     except ConversionError as exc:
-        console.print("[red]error:[/] " + escape(str(exc)))
-        return 2
+        return _fail(args, str(exc))
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted; nothing was replaced")
+    except (OSError, LookupError, UnicodeError, MemoryError) as exc:
+        # a missing or unreadable path, a full disk, an unknown encoding: the user's to fix
+        where = getattr(exc, "filename", None)
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return _fail(args, f"{type(exc).__name__}: {detail}" + (f" [{where}]" if where else ""))
+    except Exception as exc:  # a bug of ours: still one line, the traceback with --debug
+        return _fail(args, f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback")
+
+
+def _fail(args, message: str) -> int:
+    if getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exc()
+    console.print("[red]error:[/] " + escape(" ".join(message.split())))
+    return 2
 
 
 if __name__ == "__main__":

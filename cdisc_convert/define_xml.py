@@ -151,7 +151,7 @@ def _datatype(name: str, values: pd.Series, display_format: str) -> tuple[str, i
         decimals = int(text.str.split(".").str[1].fillna("").str.len().max())
         return "float", int(text.str.replace("-", "").str.replace(".", "").str.len().max()), decimals
     text = values.fillna("").astype(str)
-    length = max(1, int(text.str.len().max() or 1))
+    length = max(1, int(text.str.len().max())) if len(text) else 1  # an empty dataset: length 1
     if name.endswith("DTC") and (text != "").any():
         return _dtc_datatype(text[text != ""]), length, None
     return "text", length, None

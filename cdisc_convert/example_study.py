@@ -27,9 +27,11 @@ from xml.sax.saxutils import quoteattr
 
 from ruamel.yaml import YAML
 
+from .errors import ConversionError
+
 KEY_FIELDS = ["SITEID", "SUBJECT", "FOLDER", "FORMREPEAT"]
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
-STUDY_DIR = Path(__file__).resolve().parent.parent / "mappings" / "nct05948982"
+STUDY_DIR = Path(__file__).parent / "resources" / "example"  # mappings/nct05948982, shipped in the package
 
 # Lab analytes as the CRF holds them: field -> (units offered by the local lab, typical value
 # in the first unit, spread as a fraction, decimals, factor from first to second unit).
@@ -442,7 +444,13 @@ def write_example_study(out_dir: Path, n_subjects: int = 18, seed: int = 2023071
     """Write a study folder (config + specs copied from the shipped study) with its EDC export."""
     import shutil
 
+    from .writers import MARKER, check_output_folder
+
+    check_output_folder(out_dir)
+    if n_subjects < 1:
+        raise ConversionError(f"--subjects must be at least 1 (got {n_subjects})")
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MARKER).write_text("written by cdisc-convert example; a later run may replace this folder\n")
     for spec in sorted([*STUDY_DIR.glob("*.yaml"), *STUDY_DIR.glob("adam/*.yaml")]):
         target = out_dir / spec.relative_to(STUDY_DIR)
         target.parent.mkdir(parents=True, exist_ok=True)

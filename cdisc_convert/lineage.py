@@ -67,9 +67,49 @@ def _describe(rule: dict) -> str:
     return json.dumps(rule)
 
 
+def explain_adam_record(out_dir: Path, dataset: str, keys: dict[str, str]) -> str:
+    """An ADaM record: its values, the SDTM records it came from (its lineage), and each of those
+    explained back to the EDC rows."""
+    data_path = out_dir / "adam" / f"{dataset.lower()}.json"
+    lineage_path = out_dir / "adam" / "lineage" / f"{dataset.lower()}.csv"
+    doc = json.loads(data_path.read_text())
+    names = [c["name"] for c in doc["columns"]]
+    unknown = [k for k in keys if k not in names]
+    if unknown:
+        raise ConversionError(f"{dataset} has no variable {unknown[0]}", dataset=dataset, field=unknown[0])
+
+    def text(v):
+        return "" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
+
+    hits = [i for i, r in enumerate(doc["rows"]) if all(text(r[names.index(k)]) == v for k, v in keys.items())]
+    if len(hits) != 1:
+        raise ConversionError(f"{len(hits)} {dataset} records match {keys}; give keys that identify one record",
+                              dataset=dataset)
+    record = dict(zip(names, doc["rows"][hits[0]]))
+    with lineage_path.open(newline="") as fh:
+        lineage = list(csv.DictReader(fh))
+    sources = [s for s in lineage[hits[0]].get("source", "").split(" + ") if s] if hits[0] < len(lineage) else []
+    width = max(len(n) for n in names)
+    lines = [f"{dataset} " + " ".join(f"{k}={v}" for k, v in keys.items()),
+             "  from: " + (", ".join(sources) or "(derived, no SDTM record)")]
+    lines += [f"  {n:<{width}} = {text(record[n])}" for n in names]
+    for source in sources:
+        domain, _, pairs = source.partition(".")
+        sdtm_keys = {"USUBJID": str(record.get("USUBJID", ""))}
+        sdtm_keys.update(dict(kv.split("=", 1) for kv in pairs.split() if "=" in kv))
+        if (out_dir / "sdtm" / f"{domain.lower()}.json").exists() and (out_dir / "lineage" / f"{domain.lower()}.csv").exists():
+            lines.append("")
+            lines += ["  " + line for line in explain_record(out_dir, domain, sdtm_keys).splitlines()]
+    return "\n".join(lines)
+
+
 def explain_record(out_dir: Path, dataset: str, keys: dict[str, str]) -> str:
-    """Account for every value of the record that ``keys`` (e.g. USUBJID, LBSEQ) identify."""
+    """Account for every value of the record that ``keys`` (e.g. USUBJID, LBSEQ) identify; an
+    ADaM dataset (``adam/<name>.json`` with ``adam/lineage``) is traced through its SDTM records."""
     dataset = dataset.upper()
+    if (out_dir / "adam" / f"{dataset.lower()}.json").exists() and \
+            (out_dir / "adam" / "lineage" / f"{dataset.lower()}.csv").exists():
+        return explain_adam_record(out_dir, dataset, keys)
     data_path = out_dir / "sdtm" / f"{dataset.lower()}.json"
     lineage_path = out_dir / "lineage" / f"{dataset.lower()}.csv"
     if not data_path.exists() or not lineage_path.exists():

@@ -25,7 +25,7 @@ from .sdtm import trial_design
 from .sdtm.engine import (Conversion, Excluded, MappedDomain, check_spec, derive_subject_level, derive_supplemental,
                           finalize_domain, load_specs, map_domain_records, screen_rows)
 from .spec import DomainSpec, StudyConfig, load_domain_spec, load_study_config
-from .writers import Dataset, atomic_output, write_dataset_json, write_xpt
+from .writers import Dataset, atomic_output, check_output_folder, write_dataset_json, write_xpt
 
 STUDY_FILE = "study.yaml"
 DEFAULT_CREATED = "2026-01-01T00:00:00"
@@ -167,7 +167,7 @@ def variable_metadata(datasets: dict[str, Dataset], specs: list[DomainSpec], md:
             is_num = series.dtype.kind in "fiu"
             variables.append({
                 "name": col, "label": ds.labels.get(col, ""), "type": "Num" if is_num else "Char",
-                "length": 8 if is_num else max(1, int(series.fillna("").astype(str).str.len().max() or 1)),
+                "length": 8 if is_num else (max(1, int(series.fillna("").astype(str).str.len().max())) if len(series) else 1),
                 "order": order, "core": vm.core if vm else "", "role": vm.role if vm else "",
                 "codelist": (override.codelist if override and override.codelist else (vm.codelist if vm else "")),
                 "origin": override.origin if override and override.origin else origin,
@@ -346,6 +346,7 @@ def run_adam_only(study_dir: Path, out_dir: Path, sdtm_dir: Path | None = None,
 
     t0 = time.perf_counter()
     study_dir, out_dir = Path(study_dir), Path(out_dir)
+    check_output_folder(out_dir / "adam", (study_dir,))
     study = load_study_config(study_dir / STUDY_FILE)
     sdtm = read_sdtm_folder(Path(sdtm_dir) if sdtm_dir else out_dir / "sdtm")
     timings: dict[str, float] = {"read": time.perf_counter() - t0}
@@ -378,7 +379,11 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
     validation: dict[str, dict[str, int]] = {}
     t0 = time.perf_counter()
     study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        raise ConversionError("study folder not found", source=str(study_dir))
+    check_output_folder(Path(out_dir), (study_dir, *([Path(edc)] if edc else [])))
     study = load_study_config(study_dir / STUDY_FILE)
+    check_output_folder(Path(out_dir), (study_dir, Path(edc) if edc else study_dir / study.edc.path))
     specs = load_specs(study_dir)
     progress("read EDC export")
     raw_forms, input_files = read_edc(study, study_dir, edc, encoding)
@@ -398,7 +403,14 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         sdtm.mkdir()
         for name, ds in datasets.items():
             progress(f"write {name}")
-            write_xpt(ds, sdtm, created)
+            try:
+                write_xpt(ds, sdtm, created)
+            except ConversionError as exc:  # name the EDC row behind the record when lineage has it
+                row, lin = getattr(exc, "row", None), lineage.get(name)
+                if row is not None and lin is not None and len(lin) == len(ds.data) and not exc.source:
+                    exc.source = str(lin["source"].iloc[row])
+                    exc.args = (str(exc),)
+                raise
         timings["write_xpt"] = time.perf_counter() - t2
         t3 = time.perf_counter()
         for ds in datasets.values():

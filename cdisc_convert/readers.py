@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,22 @@ from lxml import etree
 from .errors import ConversionError
 
 ODM_NS = "{http://www.cdisc.org/ns/odm/v1.3}"
+# C0 controls but tab, line feed and carriage return; DEL; C1 controls (cp1252 text read as Latin-1)
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _refuse_control(header: list[str], rows: list[list[str]], sources: list[str], file: str) -> None:
+    """A control character (NUL, C1 ...) in a value is an error naming file, row and field: it
+    would be cut or kept invisibly in the outputs."""
+    for row, source in zip(rows, sources):
+        for name, value in zip(header, row):
+            found = CONTROL.search(value)
+            if found:
+                code = ord(found.group())
+                hint = "; the export may be Windows-1252: pass --encoding cp1252" if 0x80 <= code <= 0x9f else ""
+                raise ConversionError(f"control character U+{code:04X} in value {value!r}{hint}", source=source,
+                                      field=name)
+    raise ConversionError("control character in the header row", source=f"{file}:1")
 
 
 def _frame(columns: list[str], rows: list[list[str]], sources: list[str]) -> pd.DataFrame:
@@ -54,6 +71,8 @@ def read_csv_form(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
                                   source=f"{path.name}:{reader.line_num}")
         rows.append([v.strip() for v in row])
         sources.append(f"{path.name}:{reader.line_num}")
+    if CONTROL.search(text):
+        _refuse_control(header, rows, sources, path.name)
     return _frame(header, rows, sources)
 
 

@@ -84,13 +84,18 @@ def check_xpt_rules(ds: Dataset) -> None:
             non_ascii = ~text.map(str.isascii)
         if non_ascii.any():
             i = int(np.flatnonzero(non_ascii.to_numpy())[0])
-            raise ConversionError(f"non-ASCII character in value '{text.iloc[i]}'", dataset=ds.name, field=col,
-                                  record=_record_name(ds, i))
+            error = ConversionError(f"non-ASCII character in value '{text.iloc[i]}' (XPT v5 holds ASCII only; map "
+                                    f"or transliterate it in the spec)", dataset=ds.name, field=col,
+                                    record=_record_name(ds, i))
+            error.row = i  # the caller may name the source row of this record
+            raise error
         too_long = encoded_len > 200
         if too_long.any():
             i = int(np.flatnonzero(too_long.to_numpy())[0])
-            raise ConversionError(f"value of {encoded_len.iloc[i]} bytes exceeds the XPT v5 limit of 200",
-                                  dataset=ds.name, field=col, record=_record_name(ds, i))
+            error = ConversionError(f"value of {encoded_len.iloc[i]} bytes exceeds the XPT v5 limit of 200",
+                                    dataset=ds.name, field=col, record=_record_name(ds, i))
+            error.row = i
+            raise error
 
 
 def sas_timestamp(iso: str) -> bytes:
@@ -145,7 +150,8 @@ def write_dataset_json(ds: Dataset, folder: Path, created: str, studyid: str, ve
         if fmt:
             entry["displayFormat"] = fmt
         if kind == "string":
-            entry["length"] = max(1, int(ds.data[col].fillna("").astype(str).str.len().max() or 1))
+            longest = ds.data[col].fillna("").astype(str).str.len().max() if len(ds.data) else 0
+            entry["length"] = max(1, int(longest or 1))  # an empty dataset still declares length 1
         if col in ds.keys:
             entry["keySequence"] = ds.keys.index(col) + 1
         columns.append(entry)
@@ -218,17 +224,74 @@ def read_xpt(path: Path) -> XptFile:
                    dict(meta.column_names_to_labels), dict(meta.variable_storage_width or {}), formats)
 
 
+MARKER = ".cdisc-convert"  # written into every output folder: the run may replace it next time
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:-.*)?$")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_output_folder(out_dir: Path, protected: tuple[Path, ...] = ()) -> None:
+    """Refuse, before any work, an output folder that the run must not replace: one that is or
+    holds a protected folder (the study, its EDC export), a file, or a folder with content that
+    cdisc-convert did not write (no marker; a folder whose parent carries the marker counts as
+    written by it)."""
+    out = Path(out_dir).resolve()
+    for place in protected:
+        place = Path(place).resolve()
+        if out == place or out in place.parents:
+            raise ConversionError(f"the output folder {out_dir} is or contains {place}; choose a folder outside it",
+                                  source=str(out_dir))
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise ConversionError(f"the output {out_dir} is a file, not a folder; refusing to replace it",
+                                  source=str(out_dir))
+        ours = (out / MARKER).is_file() or (out.parent / MARKER).is_file()
+        if not ours and any(out.iterdir()):
+            raise ConversionError(f"the output folder {out_dir} is not empty and was not written by cdisc-convert "
+                                  f"(no {MARKER} marker); refusing to replace it - choose a new or empty folder",
+                                  source=str(out_dir))
+
+
+def remove_stale_temporaries(parent: Path, name: str) -> None:
+    """Remove the temporary folders of runs that were killed (their process no longer exists)."""
+    if not parent.is_dir():
+        return
+    for entry in parent.iterdir():
+        found = _TMP.match(entry.name)
+        if not found or found["name"] != name or not entry.is_dir():
+            continue
+        pid = int(found["pid"])
+        try:
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_output(out_dir: Path):
     """Yield a temporary folder beside ``out_dir``; move it into place only on success.
 
-    On any error the temporary folder is removed and ``out_dir`` is left as it was.
+    On any error the temporary folder is removed and ``out_dir`` is left as it was. Temporary
+    folders of killed runs are removed first; the new folder follows the umask and carries the
+    marker that lets a later run replace it.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    remove_stale_temporaries(out_dir.parent, out_dir.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        (tmp / MARKER).write_text("written by cdisc-convert; a later run may replace this folder\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -46,6 +46,9 @@ class AdamRun:
         paused = self.partial.get(name)
         if paused is not None and all(c in paused.columns for c in needs) and list(needs):
             return paused
+        if name.startswith("SUPP") and name[4:] in self.sdtm:  # no qualifiers (e.g. no AE yet): none to merge
+            return pd.DataFrame(columns=["STUDYID", "RDOMAIN", "USUBJID", "IDVAR", "IDVARVAL", "QNAM", "QLABEL",
+                                         "QVAL", "QORIG", "QEVAL"], dtype=object)
         raise _Waiting(name)
 
 

@@ -221,6 +221,10 @@ def map_domain_records(spec: DomainSpec, forms: dict[str, pd.DataFrame], study: 
         if rows is None:
             raise ConversionError(f"source form {source.form} is not in the EDC export",
                                   spec=spec.line_of("sources", i, "form"), dataset=spec.domain)
+        if rows.empty:
+            run.deviations.append({"type": "empty-form", "dataset": spec.domain, "form": source.form,
+                                   "note": "the form has no rows yet: no records from it",
+                                   "spec": spec.line_of("sources", i, "form")})
         rows = rows.copy()
         rows["__own_src"] = rows["__src"]
         rows = _join(rows, source, forms, spec, i)

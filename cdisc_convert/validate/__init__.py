@@ -65,15 +65,17 @@ def load_datasets(folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, dict
     from ..writers import read_xpt
 
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ConversionError("dataset folder not found", source=str(folder))
+    single = folder.is_file() and folder.suffix.lower() in (".xpt", ".json")  # one dataset file
+    if not folder.is_dir() and not single:
+        raise ConversionError("dataset folder (or .xpt / .json file) not found", source=str(folder))
     frames, labels, widths = {}, {}, {}
-    xpts = sorted(folder.glob("*.xpt"))
+    xpts = [folder] if single and folder.suffix.lower() == ".xpt" else \
+        [] if single else sorted(folder.glob("*.xpt"))
     for path in xpts:
         xpt = read_xpt(path)
         frames[xpt.name], labels[xpt.name], widths[xpt.name] = xpt.data, xpt.labels, xpt.widths
     if not xpts:
-        for path in sorted(folder.glob("*.json")):
+        for path in [folder] if single else sorted(folder.glob("*.json")):
             try:
                 doc = json.loads(path.read_text())
                 columns = [c["name"] for c in doc["columns"]]
@@ -189,7 +191,7 @@ def in_memory(datasets) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, st
     """Datasets a run has just written (writers.Dataset), in the form :func:`load_datasets` gives."""
     frames = {n: d.data for n, d in datasets.items()}
     labels = {n: dict(d.labels) for n, d in datasets.items()}
-    widths = {n: {c: max(1, int(f[c].str.len().max() or 1)) for c in f.columns if f[c].dtype.kind not in "fiu"}
+    widths = {n: {c: (max(1, int(f[c].str.len().max())) if len(f) else 1) for c in f.columns if f[c].dtype.kind not in "fiu"}
               for n, f in frames.items()}
     return frames, labels, widths
 

@@ -397,7 +397,7 @@ def variable_metadata(ctx, rule):
                         problems.append(f"type differs from SDTMIG ({vm.type})")
             width = ctx.widths.get(name, {}).get(col)
             if frame[col].dtype.kind not in "fiu" and (width if width is not None else
-                                                        (frame[col].str.len().max() or 0)) > 200:
+                                                        (frame[col].str.len().max() if len(frame) else 0)) > 200:
                 problems.append("a value longer than 200")
             if problems:
                 rows.append({"rule": rule["id"], "severity": rule["severity"], "dataset": name, "variable": col,
