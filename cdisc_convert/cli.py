@@ -137,7 +137,7 @@ def _cmd_validate(args) -> int:
 
 
 def _print_lines(lines) -> None:
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)  # one value, one line, also when piped
     for text, style in lines:
         out.print(escape(text), style=style)
 
@@ -212,7 +212,9 @@ def _impact(args, labels):
         outs = []
         for i, study in enumerate(studies):
             out = work / f"out{i}"
-            run_study(study, out, edc=edc)
+            with Progress(getattr(args, "quiet", False)) as progress:
+                progress(f"impact: converting the export with the {('old', 'new')[i]} specs ({labels[i]})")
+                run_study(study, out, edc=edc, progress=progress)
             outs.append(out)
         parts = [compare_folders(outs[0] / f, outs[1] / f, args.tolerance) for f in ("sdtm", "adam")
                  if (outs[0] / f).is_dir() and (outs[1] / f).is_dir()]

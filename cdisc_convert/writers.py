@@ -117,9 +117,13 @@ def write_xpt(ds: Dataset, folder: Path, created: str) -> Path:
     for col in frame.columns:
         if frame[col].dtype.kind not in "fiu":
             frame[col] = as_text(frame[col])  # plain object column: pyreadstat iterates it fastest
-    pyreadstat.write_xport(frame, str(path), file_label=ds.label, table_name=ds.name, file_format_version=5,
-                           column_labels={c: ds.labels.get(c, "") for c in frame.columns},
-                           variable_format=ds.formats or None)
+    try:
+        pyreadstat.write_xport(frame, str(path), file_label=ds.label, table_name=ds.name, file_format_version=5,
+                               column_labels={c: ds.labels.get(c, "") for c in frame.columns},
+                               variable_format=ds.formats or None)
+    except pyreadstat.ReadstatError as exc:  # ReadStat says no more than "Unable to write data"
+        raise ConversionError(f"could not write the XPT file ({exc}): is the disk full or the folder not writable?",
+                              source=str(path), dataset=ds.name) from None
     raw = path.read_bytes()
     header_end = raw.find(b"HEADER RECORD*******OBS     HEADER RECORD")
     head = _SAS_STAMP.sub(sas_timestamp(created), raw[:header_end])

@@ -225,7 +225,7 @@ def test_exit_codes(example_out, tmp_path):
     assert run(str(example_out / "sdtm"), "--fail-on", "error").returncode == 0
     assert run(str(example_out / "sdtm"), "--fail-on", "warning").returncode == 1
     missing = run(str(tmp_path / "nowhere"))
-    assert missing.returncode == 2 and "dataset folder not found" in missing.stderr
+    assert missing.returncode == 2 and "not found" in missing.stderr
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "dm.xpt").write_bytes(b"not an xpt file at all")

@@ -230,10 +230,24 @@ def validate_folder(folder: Path, define: Path | None = None, ct=None, study_dir
     found = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FINDING)
     found = found.sort_values(["dataset", "rule", "record", "variable"], kind="stable").reset_index(drop=True)
     found["record"] = found["record"].astype(int)
+    found["visit"] = _visits_of(found, frames)
     found = apply_baseline(apply_accepted(found, accepted), baseline)
     visit_days = _visit_days(ctx)
     return ValidationResult(folder, kind, found, rules, {n: len(f) for n, f in frames.items()}, ct_source,
                             ctx.windows, visit_days)
+
+
+def _visits_of(found: pd.DataFrame, frames: dict[str, pd.DataFrame]) -> pd.Series:
+    """The VISIT (or AVISIT) of each finding's record, for grouping repeated findings."""
+    visit = pd.Series("", index=found.index, dtype=object)
+    for name, rows in found[found["record"] > 0].groupby("dataset"):
+        frame = frames.get(name)
+        col = next((c for c in ("VISIT", "AVISIT") if frame is not None and c in frame.columns), None)
+        if col is not None:
+            at = rows["record"].to_numpy() - 1
+            ok = at < len(frame)
+            visit[rows.index[ok]] = as_text(frame[col]).to_numpy()[at[ok]]
+    return visit
 
 
 def adam_windows_of(study_dir: Path) -> dict[str, list]:

@@ -120,6 +120,19 @@ def write_html(result: ValidationResult, path: Path) -> None:
     ds_rows = "".join(f"<tr><td>{html.escape(d)}</td><td>{n}</td>" + "".join(
         f"<td>{int(by_dataset.loc[d, sev]) if d in by_dataset.index and sev in by_dataset.columns else 0}</td>"
         for sev in ("error", "warning", "info")) + "</tr>" for d, n in sorted(result.datasets.items()))
+    grouped_rows = ""
+    if len(found):
+        keys = ["rule", "severity", "dataset", "usubjid", "visit"] if "visit" in found.columns else \
+            ["rule", "severity", "dataset", "usubjid"]
+        groups = found.groupby(keys, sort=True, dropna=False).agg(
+            count=("record", "size"), variables=("variable", lambda v: ", ".join(sorted(set(map(str, v))))),
+            message=("message", "first"), records=("record", lambda r: ", ".join(map(str, list(r)[:10]))
+                                                   + (" ..." if len(r) > 10 else ""))).reset_index()
+        groups = groups.sort_values(["count"], ascending=False, kind="stable").head(5000)
+        grouped_rows = "".join(
+            "<tr class='sev-{}'>".format(g.severity) + "".join(f"<td>{html.escape(str(getattr(g, k, '')))}</td>" for k in (
+                "rule", "severity", "dataset", "usubjid", "visit", "variables", "count", "records", "message")) + "</tr>"
+            for g in groups.itertuples())
     shown = found.head(20000)
     finding_rows = "".join(
         "<tr class='sev-{}'>".format(r.severity) + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
@@ -150,6 +163,10 @@ th {{ background: #e8eef6; }}
 <p>Each row is a planned visit: the band is its window, the line its planned day, each dot a subject's actual study
 day (red: outside the window).</p>
 {window_svg(result)}
+<h2>Findings grouped by rule, subject and visit</h2>
+<p>Findings that repeat (the same rule for one subject at one visit) are one row with their count.</p>
+<table id="grouped"><thead><tr><th>Rule</th><th>Severity</th><th>Dataset</th><th>USUBJID</th><th>Visit</th>
+<th>Variables</th><th>Count</th><th>Records</th><th>First message</th></tr></thead><tbody>{grouped_rows}</tbody></table>
 <h2>Findings</h2>
 <input id="filter" placeholder="Filter findings (rule, dataset, subject, text...)" oninput="filterRows()">
 {more}
