@@ -109,7 +109,7 @@ def test_two_runs_compare_equal_and_exit_codes(example_out, tmp_path):
     assert same.returncode == 0 and "datasets are equal" in same.stdout
     assert cli("compare", str(example_out / "adam"), str(again / "adam")).returncode == 0
     missing = cli("compare", str(example_out / "sdtm"), str(tmp_path / "nowhere"))
-    assert missing.returncode == 2 and "dataset folder not found" in missing.stderr
+    assert missing.returncode == 2 and "not found" in missing.stderr
     assert cli("diff-spec", str(STUDY), str(STUDY)).returncode == 0
     assert cli("diff-spec", str(STUDY), str(tmp_path / "nowhere")).returncode == 2
 
