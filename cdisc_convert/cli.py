@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--out", default="out", help="output folder of the run (default: out)")
     exp.set_defaults(func=_cmd_explain)
     args = parser.parse_args(argv)
+    _stop_cleanly_on_sigterm()
     for flag in ("quiet", "verbose", "fail_on"):
         if not hasattr(args, flag):
             setattr(args, flag, None)
@@ -347,6 +348,19 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, f"{type(exc).__name__}: {detail}" + (f" [{where}]" if where else ""))
     except Exception as exc:  # a bug of ours: still one line, the traceback with --debug
         return _fail(args, f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback")
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (a job scheduler stopping the run) unwinds like Ctrl-C: the temporary output is
+    removed and nothing is replaced."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _fail(args, message: str) -> int:

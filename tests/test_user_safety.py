@@ -284,3 +284,18 @@ def test_installed_without_editable_mode_runs_example_and_run_from_another_folde
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert (work / "out" / "sdtm" / "define.xml").is_file() and (work / "out" / "validation" / "sdtm" / "report.html").is_file()
     assert "validation SDTM: 0 error(s)" in ran.stderr
+
+
+def test_sigterm_leaves_no_temporary_folder(study, tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "cdisc_convert", "run", str(study), "--out", str(tmp_path / "out")],
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # the first progress line: the run is under way
+    assert "read EDC export" in first
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "interrupted" in err and "Traceback" not in err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.") or p.name == "out"]
