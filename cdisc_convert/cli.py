@@ -29,7 +29,11 @@ class Progress:
         import time
 
         self.quiet, self.start, self.steps, self.time = quiet, time.monotonic(), 0, time
-        self.status = None
+        self.status, self.total = None, None
+
+    def expect(self, total: int) -> None:
+        """The number of steps the run expects to report (for the count and the ETA)."""
+        self.total = total
 
     def __enter__(self):
         if not self.quiet and console.is_terminal:
@@ -47,7 +51,12 @@ class Progress:
         if self.quiet:
             return
         if self.status is not None:
-            self.status.update(f"step {self.steps}: {message} ({elapsed:.0f}s elapsed)")
+            count = f"step {self.steps}" + (f"/{max(self.total, self.steps)}" if self.total else "")
+            eta = ""
+            if self.total and self.steps > 2:
+                left = elapsed / self.steps * max(self.total - self.steps, 0)
+                eta = f", about {left:.0f}s left"
+            self.status.update(f"{count}: {message} ({elapsed:.0f}s elapsed{eta})")
         else:
             stamp = __import__("datetime").datetime.now().strftime("%H:%M:%S")
             print(f"{stamp} [{elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)

@@ -385,6 +385,12 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
     study = load_study_config(study_dir / STUDY_FILE)
     check_output_folder(Path(out_dir), (study_dir, Path(edc) if edc else study_dir / study.edc.path))
     specs = load_specs(study_dir)
+    expect = getattr(progress, "expect", None)
+    if expect is not None:  # the steps this run will report, for a progress count and ETA
+        from .adam.spec import load_adam_specs
+        adam_steps = sum(len(s.steps) + 1 for s in load_adam_specs(study_dir / "adam")) \
+            if (study_dir / "adam").is_dir() else 0
+        expect(1 + 3 * len(specs) + sum(1 for s in specs if s.supp) + 10 + adam_steps + 2)
     progress("read EDC export")
     raw_forms, input_files = read_edc(study, study_dir, edc, encoding)
     timings["read"] = time.perf_counter() - t0

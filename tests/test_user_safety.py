@@ -299,3 +299,19 @@ def test_sigterm_leaves_no_temporary_folder(study, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "interrupted" in err and "Traceback" not in err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.") or p.name == "out"]
+
+
+def test_progress_on_a_terminal_counts_steps_and_gives_an_eta(tmp_path):
+    from cdisc_convert.cli import Progress
+    from cdisc_convert.pipeline import run_study
+
+    seen = []
+
+    class Status:  # stands in for rich's status line on a terminal
+        def update(self, text):
+            seen.append(text)
+    progress = Progress()
+    progress.status = Status()
+    run_study(STUDY, tmp_path / "out", progress=progress)
+    assert progress.total and abs(progress.steps - progress.total) <= progress.total // 5  # the estimate holds
+    assert seen[0].startswith("step 1/") and "elapsed" in seen[0] and "left" in seen[-1]
