@@ -161,11 +161,13 @@ def test_a_read_only_output_folder_is_one_line(study, tmp_path):
 
 
 def test_a_full_disk_is_one_line(study, tmp_path, monkeypatch, capsys):
-    import pyreadstat
+    import errno
+
+    from cdisc_convert import xpt
 
     def full(*a, **k):
-        raise pyreadstat.ReadstatError("Unable to write data")
-    monkeypatch.setattr(pyreadstat, "write_xport", full)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(xpt, "write_xpt_v5", full)
     assert main(["run", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "disk full" in err and "Traceback" not in err and not (tmp_path / "out").exists()

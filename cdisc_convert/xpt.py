@@ -1,0 +1,122 @@
+"""SAS transport (XPT) version 5, written column-wise with numpy.
+
+The layout is the one SAS publishes (TS-140: "The record layout of a data set in SAS transport
+(XPORT) format"): 80-byte header records, one 140-byte NAMESTR per variable, then the
+observations as fixed-width records, padded with blanks to a multiple of 80 bytes. Numbers are
+IBM System/370 double precision; IEEE doubles convert exactly (53 bits fit in the 56-bit IBM
+fraction), bit for bit, in bulk; values beyond the IBM range go to zero or to the largest value,
+as SAS's own ``ieee2xpt`` does. The bytes equal what pyreadstat's writer gives for the same
+frame (tests/test_writers.py checks it), only several times faster, and with no row loop.
+
+Example:
+    >>> ibm_doubles(np.array([1.0, 0.5, -2.0, 0.0, np.nan])).tobytes().hex(" ", 8).split()
+    ['4110000000000000', '4080000000000000', 'c120000000000000', '0000000000000000', '2e00000000000000']
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+_HEADER = "HEADER RECORD*******{kind:<8}HEADER RECORD!!!!!!!{digits:<30}  "
+
+
+def _record(text: str | bytes, width: int = 80) -> bytes:
+    data = text.encode("ascii") if isinstance(text, str) else text
+    return data[:width].ljust(width, b" ")
+
+
+def ibm_doubles(values: np.ndarray) -> np.ndarray:
+    """IEEE doubles to big-endian IBM System/370 doubles (as ``>u8``); 0 gives 8 zero bytes and
+    a missing value SAS's ``.`` (0x2E followed by zeros)."""
+    v = np.asarray(values, dtype=np.float64)
+    bits = v.view(np.uint64)
+    sign = (bits >> np.uint64(63)).astype(np.int64)
+    exponent = ((bits >> np.uint64(52)) & np.uint64(0x7FF)).astype(np.int64) - 1023
+    mantissa = (bits & np.uint64((1 << 52) - 1)) | np.uint64(1 << 52)  # the implicit leading 1
+    shift = (exponent & 3).astype(np.uint64)
+    fraction = mantissa << shift  # 53 bits moved into the 56-bit base-16 fraction: exact
+    characteristic = ((exponent >> 2) + 65) | (sign << 7)
+    out = (characteristic.astype(np.uint64) << np.uint64(56)) | fraction
+    # beyond the IBM range: too large (or infinite) -> the largest value of its sign, as SAS's
+    # ieee2xpt and ReadStat do; too small -> zero
+    largest = np.where(sign == 1, np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64(0x7FFFFFFFFFFFFFFF))
+    out = np.where((exponent > 248) | np.isinf(v), largest, out)
+    out = np.where((v == 0) | (exponent < -260), np.uint64(0), out)
+    out = np.where(np.isnan(v), np.uint64(0x2E) << np.uint64(56), out)
+    return out.astype(">u8")
+
+
+def _char_block(values: pd.Series, width: int, is_text: bool = False) -> np.ndarray:
+    """A character column as fixed-width ASCII bytes (values are checked earlier); ``is_text``:
+    already plain ``str`` with no missing values."""
+    text = values if is_text else values.fillna("").astype(str)
+    return np.array(text.tolist(), dtype=f"S{width}") if len(text) else np.zeros(0, dtype=f"S{width}")
+
+
+def write_xpt_v5(path: Path, frame: pd.DataFrame, name: str, label: str, labels: dict[str, str],
+                 formats: dict[str, str], widths: dict[str, int], timestamp: bytes,
+                 texts: dict[str, pd.Series] | None = None) -> None:
+    """Write ``frame`` as an XPT v5 member: numeric columns as 8-byte IBM doubles, text columns
+    ``widths[col]`` bytes wide; ``formats`` such as ``DATE9.``; ``timestamp`` as ``01JAN26:00:00:00``;
+    ``texts``: text columns already made plain ``str`` (by the checks), used as they are."""
+    texts = texts or {}
+    columns = list(frame.columns)
+    numeric = [frame[c].dtype.kind in "fiub" for c in columns]
+    lengths = [8 if num else max(1, int(widths.get(c, 1))) for c, num in zip(columns, numeric)]
+    stamp = timestamp.decode("ascii")
+    head = [
+        _record(_HEADER.format(kind="LIBRARY", digits="0" * 30)),
+        _record(f"{'SAS':<8}{'SAS':<8}{'SASLIB':<8}{'6.06':<8}{'bsd4.2':<8}{'':<24}{stamp}"),
+        _record(f"{stamp}"),
+        _record(_HEADER.format(kind="MEMBER", digits="0" * 17 + "160000000014" + "0")),
+        _record(_HEADER.format(kind="DSCRPTR", digits="0" * 30)),
+        _record(f"{'SAS':<8}{name:<8}{'SASDATA':<8}{'6.06':<8}{'bsd4.2':<8}{'':<24}{stamp}"),
+        _record(f"{stamp}{'':<16}{label:<40}{'':<8}"),
+        _record(_HEADER.format(kind="NAMESTR", digits=f"000000{len(columns):04d}" + "0" * 20)),
+    ]
+    namestrs = bytearray()
+    position = 0
+    for number, (col, num, length) in enumerate(zip(columns, numeric, lengths), start=1):
+        fmt = formats.get(col, "")
+        fmt_name = fmt.rstrip(".0123456789") if fmt else ""
+        digits = fmt[len(fmt_name):].rstrip(".")
+        fmt_len, _, fmt_dec = digits.partition(".")
+        namestrs += np.array([(1 if num else 2, 0, length, number)], dtype=">i2").tobytes()
+        namestrs += col.encode("ascii").ljust(8) + labels.get(col, "").encode("ascii").ljust(40)[:40]
+        namestrs += fmt_name.encode("ascii").ljust(8)
+        namestrs += np.array([int(fmt_len or 0), int(fmt_dec or 0), 1 if num else 0], dtype=">i2").tobytes()  # NFJ: numbers right-justified
+        namestrs += b"\x00\x00" + b" " * 8 + np.array([0, 0], dtype=">i2").tobytes()
+        namestrs += np.array([position], dtype=">i4").tobytes() + b"\x00" * 52
+        position += length
+    namestrs += b" " * (-len(namestrs) % 80)
+    obs = _record(_HEADER.format(kind="OBS", digits="0" * 30))
+    record = np.dtype([(f"f{i}", ">u8" if num else f"S{length}") for i, (num, length) in
+                       enumerate(zip(numeric, lengths))])
+    rows = np.empty(len(frame), dtype=record)
+    for i, (col, num, length) in enumerate(zip(columns, numeric, lengths)):
+        rows[f"f{i}"] = ibm_doubles(frame[col].to_numpy(dtype=np.float64)) if num else \
+            _char_block(texts[col], length, True) if col in texts else _char_block(frame[col], length)
+    data = rows.tobytes()
+    if record.itemsize and len(frame):
+        # numpy pads short byte strings with NULs; XPT pads text with blanks
+        data = _blank_text(data, record, len(frame), numeric, lengths)
+    with open(path, "wb") as fh:
+        fh.write(b"".join(head))
+        fh.write(bytes(namestrs))
+        fh.write(obs)
+        fh.write(data)
+        fh.write(b" " * (-len(data) % 80))
+
+
+def _blank_text(data: bytes, record: np.dtype, n: int, numeric: list[bool], lengths: list[int]) -> bytes:
+    """NUL padding of the text fields to blanks (numbers keep their zero bytes)."""
+    raw = np.frombuffer(data, dtype=np.uint8).reshape(n, record.itemsize).copy()
+    offset = 0
+    for num, length in zip(numeric, lengths):
+        if not num:
+            block = raw[:, offset:offset + length]
+            block[block == 0] = 32
+        offset += 8 if num else length
+    return raw.tobytes()
