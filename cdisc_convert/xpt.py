@@ -94,20 +94,30 @@ def write_xpt_v5(path: Path, frame: pd.DataFrame, name: str, label: str, labels:
     obs = _record(_HEADER.format(kind="OBS", digits="0" * 30))
     record = np.dtype([(f"f{i}", ">u8" if num else f"S{length}") for i, (num, length) in
                        enumerate(zip(numeric, lengths))])
-    rows = np.empty(len(frame), dtype=record)
-    for i, (col, num, length) in enumerate(zip(columns, numeric, lengths)):
-        rows[f"f{i}"] = ibm_doubles(frame[col].to_numpy(dtype=np.float64)) if num else \
-            _char_block(texts[col], length, True) if col in texts else _char_block(frame[col], length)
-    data = rows.tobytes()
-    if record.itemsize and len(frame):
-        # numpy pads short byte strings with NULs; XPT pads text with blanks
-        data = _blank_text(data, record, len(frame), numeric, lengths)
+    written = 0
     with open(path, "wb") as fh:
         fh.write(b"".join(head))
         fh.write(bytes(namestrs))
         fh.write(obs)
-        fh.write(data)
-        fh.write(b" " * (-len(data) % 80))
+        # observations in chunks: the packed copy of a million-record frame never exists whole
+        for start in range(0, len(frame), CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, len(frame))
+            rows = np.empty(stop - start, dtype=record)
+            for i, (col, num, length) in enumerate(zip(columns, numeric, lengths)):
+                if num:
+                    rows[f"f{i}"] = ibm_doubles(frame[col].iloc[start:stop].to_numpy(dtype=np.float64))
+                elif col in texts:
+                    rows[f"f{i}"] = _char_block(texts[col].iloc[start:stop], length, True)
+                else:
+                    rows[f"f{i}"] = _char_block(frame[col].iloc[start:stop], length)
+            # numpy pads short byte strings with NULs; XPT pads text with blanks
+            data = _blank_text(rows.tobytes(), record, stop - start, numeric, lengths)
+            fh.write(data)
+            written += len(data)
+        fh.write(b" " * (-written % 80))
+
+
+CHUNK_ROWS = 100_000
 
 
 def _blank_text(data: bytes, record: np.dtype, n: int, numeric: list[bool], lengths: list[int]) -> bytes:
