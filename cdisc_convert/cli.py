@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -350,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, str(exc))
     except KeyboardInterrupt:
         return _fail(args, "interrupted; nothing was replaced")
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (OSError, LookupError, UnicodeError, MemoryError) as exc:
         # a missing or unreadable path, a full disk, an unknown encoding: the user's to fix
         where = getattr(exc, "filename", None)

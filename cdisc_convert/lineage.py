@@ -67,32 +67,37 @@ def _describe(rule: dict) -> str:
     return json.dumps(rule)
 
 
-def explain_adam_record(out_dir: Path, dataset: str, keys: dict[str, str]) -> str:
-    """An ADaM record: its values, the SDTM records it came from (its lineage), and each of those
-    explained back to the EDC rows."""
-    data_path = out_dir / "adam" / f"{dataset.lower()}.json"
-    lineage_path = out_dir / "adam" / "lineage" / f"{dataset.lower()}.csv"
+def _text(v) -> str:
+    return "" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
+
+
+def _find_record(data_path: Path, dataset: str, keys: dict[str, str]) -> tuple[list[str], int, dict]:
+    """Variable names, row number and values of the one Dataset-JSON record ``keys`` identify."""
     doc = json.loads(data_path.read_text())
     names = [c["name"] for c in doc["columns"]]
     unknown = [k for k in keys if k not in names]
     if unknown:
         raise ConversionError(f"{dataset} has no variable {unknown[0]}", dataset=dataset, field=unknown[0])
-
-    def text(v):
-        return "" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
-
-    hits = [i for i, r in enumerate(doc["rows"]) if all(text(r[names.index(k)]) == v for k, v in keys.items())]
+    hits = [i for i, r in enumerate(doc["rows"]) if all(_text(r[names.index(k)]) == v for k, v in keys.items())]
     if len(hits) != 1:
         raise ConversionError(f"{len(hits)} {dataset} records match {keys}; give keys that identify one record",
                               dataset=dataset)
-    record = dict(zip(names, doc["rows"][hits[0]]))
+    return names, hits[0], dict(zip(names, doc["rows"][hits[0]]))
+
+
+def explain_adam_record(out_dir: Path, dataset: str, keys: dict[str, str]) -> str:
+    """An ADaM record: its values, the SDTM records it came from (its lineage), and each of those
+    explained back to the EDC rows."""
+    data_path = out_dir / "adam" / f"{dataset.lower()}.json"
+    lineage_path = out_dir / "adam" / "lineage" / f"{dataset.lower()}.csv"
+    names, row, record = _find_record(data_path, dataset, keys)
     with lineage_path.open(newline="") as fh:
-        lineage = list(csv.DictReader(fh))
-    sources = [s for s in lineage[hits[0]].get("source", "").split(" + ") if s] if hits[0] < len(lineage) else []
+        lineage = list(csv.DictReader(fh))  # one row per record, in the dataset's order
+    sources = [s for s in lineage[row].get("source", "").split(" + ") if s] if row < len(lineage) else []
     width = max(len(n) for n in names)
     lines = [f"{dataset} " + " ".join(f"{k}={v}" for k, v in keys.items()),
              "  from: " + (", ".join(sources) or "(derived, no SDTM record)")]
-    lines += [f"  {n:<{width}} = {text(record[n])}" for n in names]
+    lines += [f"  {n:<{width}} = {_text(record[n])}" for n in names]
     for source in sources:
         domain, _, pairs = source.partition(".")
         sdtm_keys = {"USUBJID": str(record.get("USUBJID", ""))}
@@ -114,20 +119,8 @@ def explain_record(out_dir: Path, dataset: str, keys: dict[str, str]) -> str:
     lineage_path = out_dir / "lineage" / f"{dataset.lower()}.csv"
     if not data_path.exists() or not lineage_path.exists():
         raise ConversionError(f"no dataset {dataset} with lineage in this output folder", source=str(out_dir))
-    doc = json.loads(data_path.read_text())
-    names = [c["name"] for c in doc["columns"]]
-    unknown = [k for k in keys if k not in names]
-    if unknown:
-        raise ConversionError(f"{dataset} has no variable {unknown[0]}", dataset=dataset, field=unknown[0])
-
-    def text(v):
-        return "" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
-
-    match = [r for r in doc["rows"] if all(text(r[names.index(k)]) == v for k, v in keys.items())]
-    if len(match) != 1:
-        raise ConversionError(f"{len(match)} {dataset} records match {keys}; give keys that identify one record",
-                              dataset=dataset)
-    record = dict(zip(names, match[0]))
+    names, _row, record = _find_record(data_path, dataset, keys)
+    text = _text
     with lineage_path.open(newline="") as fh:
         lineage = [row for row in csv.DictReader(fh) if all(row.get(k, v) == v for k, v in keys.items())]
     rules = json.loads((out_dir / "lineage" / "rules.json").read_text()).get(dataset, {})

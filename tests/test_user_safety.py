@@ -317,3 +317,13 @@ def test_progress_on_a_terminal_counts_steps_and_gives_an_eta(tmp_path):
     run_study(STUDY, tmp_path / "out", progress=progress)
     assert progress.total and abs(progress.steps - progress.total) <= progress.total // 5  # the estimate holds
     assert seen[0].startswith("step 1/") and "elapsed" in seen[0] and "left" in seen[-1]
+
+
+def test_a_reader_that_goes_away_is_not_an_error(monkeypatch, capfd, tmp_path):
+    from cdisc_convert import lineage
+
+    def gone(*a, **k):  # what `cdisc-convert explain ... | head -1` meets once head has exited
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(lineage, "explain_record", gone)
+    assert main(["explain", "LB", "USUBJID=X", "--out", str(tmp_path)]) == 0
+    assert "error" not in capfd.readouterr().err
