@@ -258,11 +258,16 @@ def _study_day(values: pd.Series, reference: pd.Series) -> pd.Series:
     return delta.where(delta < 0, delta + 1).astype(float)
 
 
-def _reference_start(ctx, frame):
+def subject_value(ctx, frame, var: str) -> pd.Series | None:
+    """Each record's subject's DM value of ``var`` (RFSTDTC, RFPENDTC ...); None without DM or it."""
     dm = ctx.domain("DM")
-    if dm is None or "RFSTDTC" not in dm.columns or "USUBJID" not in frame.columns:
+    if dm is None or var not in dm.columns or "USUBJID" not in frame.columns:
         return None
-    return frame["USUBJID"].map(dm.drop_duplicates("USUBJID").set_index("USUBJID")["RFSTDTC"])
+    return frame["USUBJID"].map(dm.drop_duplicates("USUBJID").set_index("USUBJID")[var])
+
+
+def _reference_start(ctx, frame):
+    return subject_value(ctx, frame, "RFSTDTC")
 
 
 def visit_window(ctx, rule):

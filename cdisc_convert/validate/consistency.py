@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..sdtm.derive import epoch_of
 from ..text import as_text, on_unique
-from .checks import FINDING, ISO8601, Context, findings
+from .checks import FINDING, ISO8601, Context, findings, subject_value
 
 TRIAL_DESIGN = ("TA", "TE", "TV", "TI", "TS", "TD", "TM")
 SERIOUSNESS = ("AESCAN", "AESCONG", "AESDISAB", "AESDTH", "AESHOSP", "AESLIFE", "AESMIE", "AESOD")
@@ -35,13 +35,6 @@ def _after(start: pd.Series, end: pd.Series) -> pd.Series:
         at = (n == width) & both
         out[at] = s[at].str.slice(0, width) > e[at].str.slice(0, width)
     return out
-
-
-def _dm_column(ctx: Context, frame: pd.DataFrame, var: str) -> pd.Series | None:
-    dm = ctx.domain("DM")
-    if dm is None or var not in dm.columns or "USUBJID" not in frame.columns:
-        return None
-    return frame["USUBJID"].map(dm.drop_duplicates("USUBJID").set_index("USUBJID")[var]).fillna("")
 
 
 def start_after_end(ctx, rule):
@@ -68,7 +61,8 @@ def after_participation(ctx, rule):
     for name, frame in _subject_datasets(ctx):
         if name == "DM":
             continue
-        end = _dm_column(ctx, frame, "RFPENDTC")
+        end = subject_value(ctx, frame, "RFPENDTC")
+        end = end.fillna("") if end is not None else None
         dates = [c for c in frame.columns if c.endswith(("DTC",)) and c.startswith(name) and
                  frame[c].dtype.kind not in "fiu"]
         if end is None or not dates:
