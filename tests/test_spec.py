@@ -56,6 +56,24 @@ def test_yaml_syntax_error_names_line(tmp_path):
     assert err.value.spec.startswith("xx.yaml:")
 
 
+def test_duplicate_key_names_its_line(tmp_path):
+    # a YAML mapping with the same key twice would silently keep one of them
+    path = write(tmp_path, "domain: AE\nsources:\n  - form: AE\nvariables:\n  AETERM: {field: AETERM}\n"
+                           "  AETERM: {field: AEDECOD}\n")
+    with pytest.raises(ConversionError, match="duplicate key 'AETERM'") as err:
+        load_domain_spec(path)
+    assert err.value.spec == "xx.yaml:6"
+
+
+def test_spec_loaded_again_after_an_edit_and_not_shared(tmp_path):
+    path = write(tmp_path, "domain: AE\nsources:\n  - form: AE\nvariables:\n  AETERM: {field: AETERM}\n")
+    first = load_domain_spec(path)
+    first.variables.clear()  # a caller's copy: the next load is whole
+    assert list(load_domain_spec(path).variables) == ["AETERM"]
+    path.write_text("domain: AE\nsources:\n  - form: AE\nvariables:\n  AEDECOD: {field: AETERM}\n")
+    assert list(load_domain_spec(path).variables) == ["AEDECOD"]
+
+
 def ctx(**columns):
     n = len(next(iter(columns.values())))
     rows = pd.DataFrame({**columns, "__src": [f"f.csv:{i + 2}" for i in range(n)]})
