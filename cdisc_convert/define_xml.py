@@ -91,6 +91,7 @@ class Written:
     data: pd.DataFrame
     labels: dict[str, str]
     formats: dict[str, str]
+    widths: dict[str, int] | None = None  # text widths in bytes, when the writer has computed them
 
 
 def read_written(folder: Path) -> dict[str, Written]:
@@ -106,7 +107,8 @@ def read_written(folder: Path) -> dict[str, Written]:
 
 def from_datasets(datasets) -> dict[str, Written]:
     """The in-memory datasets a run has just written, in the form :func:`read_written` gives."""
-    return {name: Written(ds.name, ds.label, ds.data, ds.labels, dict(ds.formats)) for name, ds in datasets.items()}
+    return {name: Written(ds.name, ds.label, ds.data, ds.labels, dict(ds.formats), ds.text_facts()[1])
+            for name, ds in datasets.items()}
 
 
 def write_study_defines(study_dir: Path, out_dir: Path, study: StudyConfig, created: str,
@@ -136,8 +138,10 @@ def write_study_defines(study_dir: Path, out_dir: Path, study: StudyConfig, crea
     return written_paths
 
 
-def _datatype(name: str, values: pd.Series, display_format: str) -> tuple[str, int | None, int | None]:
-    """Define-XML DataType, Length and SignificantDigits from the values written."""
+def _datatype(name: str, values: pd.Series, display_format: str, width: int | None = None
+              ) -> tuple[str, int | None, int | None]:
+    """Define-XML DataType, Length and SignificantDigits from the values written (``width``: the
+    text column's length as the writer measured it)."""
     if display_format:
         return "integer", 8, None
     if values.dtype.kind in "fiu":
@@ -150,8 +154,14 @@ def _datatype(name: str, values: pd.Series, display_format: str) -> tuple[str, i
         text = as_text(pd.Series(pd.unique(v)))  # numbers as written, once per distinct value
         decimals = int(text.str.split(".").str[1].fillna("").str.len().max())
         return "float", int(text.str.replace("-", "").str.replace(".", "").str.len().max()), decimals
-    text = values.fillna("").astype(str)
-    length = max(1, int(text.str.len().max())) if len(text) else 1  # an empty dataset: length 1
+    if width is not None:
+        length = width
+        if not name.endswith("DTC"):
+            return "text", length, None
+        text = as_text(values)
+    else:
+        text = values.fillna("").astype(str)
+        length = max(1, int(text.str.len().max())) if len(text) else 1  # an empty dataset: length 1
     if name.endswith("DTC") and (text != "").any():
         return _dtc_datatype(text[text != ""]), length, None
     return "text", length, None
@@ -172,7 +182,8 @@ def _dtc_datatype(values: pd.Series) -> str:
 
 
 def _mk_var(w: Written, name: str, **kw) -> VarMeta:
-    dtype, length, digits = _datatype(name, w.data[name], w.formats.get(name, ""))
+    dtype, length, digits = _datatype(name, w.data[name], w.formats.get(name, ""),
+                                      w.widths.get(name) if w.widths else None)
     return VarMeta(name, w.labels.get(name) or name, dtype, length, digits, w.formats.get(name, ""), **kw)
 
 

@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyreadstat
 
 from .errors import ConversionError
-from .text import as_text, on_unique
+from .text import as_text, is_plain_text, on_unique
 
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 
@@ -46,6 +47,16 @@ class Dataset:
     keys: list[str] = field(default_factory=list)
     record_ids: list[str] | None = None  # how to name a record in errors (e.g. USUBJID + --SEQ)
     formats: dict[str, str] = field(default_factory=dict)
+    # text facts, computed once by check_xpt_rules and shared by both writers, define.xml and the
+    # validator: each text column as plain str values, and its width in bytes (at least 1)
+    texts: dict[str, pd.Series] | None = field(default=None, repr=False, compare=False)
+    widths: dict[str, int] | None = field(default=None, repr=False, compare=False)
+
+    def text_facts(self) -> tuple[dict[str, pd.Series], dict[str, int]]:
+        """``(texts, widths)`` of the text columns, checked against the XPT v5 rules on first use."""
+        if self.texts is None or self.widths is None:
+            check_xpt_rules(self)
+        return self.texts, self.widths
 
 
 def _record_name(ds: Dataset, i: int) -> str:
@@ -57,10 +68,12 @@ def _record_name(ds: Dataset, i: int) -> str:
     return f"row {i + 1}" + (f" ({', '.join(parts)})" if parts else "")
 
 
-def check_xpt_rules(ds: Dataset, texts: dict[str, pd.Series] | None = None) -> dict[str, int]:
+def check_xpt_rules(ds: Dataset) -> dict[str, int]:
     """Raise a ConversionError for the first breach of the XPT v5 naming, label and value rules;
     return each text column's width (its longest value in bytes, at least 1), computed once here.
-    ``texts`` receives each text column as plain ``str`` values, for the writer to reuse."""
+    The widths and each text column as plain ``str`` values are kept on the dataset
+    (``ds.widths``, ``ds.texts``) for the writers, define.xml and the validator."""
+    texts: dict[str, pd.Series] = {}
     if len(ds.name) > 8 or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", ds.name):
         raise ConversionError(f"dataset name '{ds.name}' is not a valid XPT v5 name (1-8 letters, digits, _)",
                               dataset=ds.name)
@@ -78,9 +91,8 @@ def check_xpt_rules(ds: Dataset, texts: dict[str, pd.Series] | None = None) -> d
         values = ds.data[col]
         if values.dtype.kind in "fiu":
             continue
-        text = as_text(values)
-        if texts is not None:
-            texts[col] = text
+        text = values if is_plain_text(values) else as_text(values)  # typed data: shared, not copied
+        texts[col] = text
         if "".join(text.tolist()).isascii():
             encoded_len = on_unique(text, lambda u: u.str.len()).astype(int)  # once per distinct value
             non_ascii = pd.Series(False, index=text.index)
@@ -102,6 +114,7 @@ def check_xpt_rules(ds: Dataset, texts: dict[str, pd.Series] | None = None) -> d
             error.row = i
             raise error
         widths[col] = max(1, int(encoded_len.max())) if len(encoded_len) else 1
+    ds.texts, ds.widths = texts, widths
     return widths
 
 
@@ -121,8 +134,7 @@ def write_xpt(ds: Dataset, folder: Path, created: str) -> Path:
     header timestamps are ``created`` so that the same data always gives the same bytes."""
     from .xpt import write_xpt_v5
 
-    texts: dict[str, pd.Series] = {}
-    widths = check_xpt_rules(ds, texts)
+    texts, widths = ds.text_facts()
     path = folder / f"{ds.name.lower()}.xpt"
     try:
         write_xpt_v5(path, ds.data, ds.name, ds.label, ds.labels, ds.formats or {}, widths, sas_timestamp(created),
@@ -145,7 +157,11 @@ def _json_type(name: str, series: pd.Series) -> str:
 
 def write_dataset_json(ds: Dataset, folder: Path, created: str, studyid: str, version: str, model: str = "SDTM") -> Path:
     """Write CDISC Dataset-JSON 1.1 (``<name>.json``): metadata, columns and rows. The study and
-    metadata-version OIDs are define.xml's (``ST.<studyid>``, ``MDV.<studyid>.<SDTM|ADAM>``)."""
+    metadata-version OIDs are define.xml's (``ST.<studyid>``, ``MDV.<studyid>.<SDTM|ADAM>``).
+
+    Rows are serialised column-wise by orjson, in chunks (a million-record dataset never becomes
+    one Python list of lists); the text is what ``json.dumps(ensure_ascii=True)`` writes."""
+    texts, widths = ds.text_facts()
     columns = []
     for col in ds.data.columns:
         fmt = ds.formats.get(col, "")
@@ -156,8 +172,7 @@ def write_dataset_json(ds: Dataset, folder: Path, created: str, studyid: str, ve
         if fmt:
             entry["displayFormat"] = fmt
         if kind == "string":
-            longest = ds.data[col].fillna("").astype(str).str.len().max() if len(ds.data) else 0
-            entry["length"] = max(1, int(longest or 1))  # an empty dataset still declares length 1
+            entry["length"] = widths[col]  # ASCII: bytes are characters; an empty dataset declares 1
         if col in ds.keys:
             entry["keySequence"] = ds.keys.index(col) + 1
         columns.append(entry)
@@ -171,15 +186,17 @@ def write_dataset_json(ds: Dataset, folder: Path, created: str, studyid: str, ve
     head = json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
     assert head.endswith('"rows":[]}')
     path = folder / f"{ds.name.lower()}.json"
-    # rows are written in chunks so that a million-record dataset never becomes one Python list
-    with path.open("w", encoding="ascii") as fh:
-        fh.write(head[:-2])
+    with path.open("wb") as fh:
+        fh.write(head[:-2].encode("ascii"))
         for start in range(0, len(ds.data), JSON_CHUNK_ROWS):
-            chunk = ds.data.iloc[start:start + JSON_CHUNK_ROWS]
-            rows = [list(r) for r in zip(*(_json_column(chunk[c], e["dataType"]) for c, e in zip(chunk.columns, columns)))]
-            text = json.dumps(rows, ensure_ascii=True, separators=(",", ":"))[1:-1]
-            fh.write(("," if start else "") + text)
-        fh.write("]}\n")
+            stop = start + JSON_CHUNK_ROWS
+            values = [texts[c].iloc[start:stop].tolist() if e["dataType"] == "string"
+                      else _json_column(ds.data[c].iloc[start:stop], e["dataType"]) for c, e in zip(ds.data.columns, columns)]
+            rows = list(zip(*values))
+            # DEL can only be inside a string: json.dumps escapes it, orjson does not
+            text = orjson.dumps(rows).replace(b"\x7f", b"\\u007f")
+            fh.write((b"," if start else b"") + text[1:-1])
+        fh.write(b"]}\n")
     return path
 
 
@@ -187,16 +204,27 @@ JSON_CHUNK_ROWS = 100_000
 
 
 def _json_column(series: pd.Series, kind: str) -> list:
-    """One column's values as JSON-ready Python values (ISO text for SAS dates)."""
+    """One numeric column's values as JSON-ready Python values (ISO text for SAS dates), vectorised."""
     if kind in ("date", "datetime"):
         unit = "D" if kind == "date" else "s"
-        stamps = pd.Timestamp("1960-01-01") + pd.to_timedelta(series, unit=unit)
-        iso = stamps.dt.strftime("%Y-%m-%d" if unit == "D" else "%Y-%m-%dT%H:%M:%S")
-        return [None if v != v else v for v in iso.tolist()]
-    if kind == "string":
-        return as_text(series).tolist()
-    cast = int if kind == "integer" else float
-    return [None if v != v else cast(v) for v in series.astype(float).tolist()]
+
+        def iso(u: pd.Series) -> pd.Series:  # once per distinct date
+            stamps = pd.Timestamp("1960-01-01") + pd.to_timedelta(u.astype(float), unit=unit)
+            return stamps.dt.strftime("%Y-%m-%d" if unit == "D" else "%Y-%m-%dT%H:%M:%S").astype(object)
+        return [None if v != v else v for v in on_unique(series, iso).tolist()]
+    numbers = series.to_numpy(dtype=float)
+    missing = np.isnan(numbers)
+    out = np.empty(len(numbers), dtype=object)  # None where missing
+    if kind == "integer":
+        out[~missing] = numbers[~missing].astype(np.int64)
+        return out.tolist()
+    present = numbers[~missing]
+    out[~missing] = present  # Python floats: orjson writes them as json.dumps does (shortest repr) ...
+    # ... except below 1e-4, where Python writes 1e-07 and orjson 1e-7; and inf/nan, which orjson nulls
+    differ = np.flatnonzero(~missing)[(np.abs(present) < 1e-4) & (present != 0) | ~np.isfinite(present)]
+    for i in differ.tolist():
+        out[i] = orjson.Fragment(json.dumps(float(numbers[i])))
+    return out.tolist()
 
 
 @dataclass

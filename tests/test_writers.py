@@ -134,3 +134,22 @@ def test_ibm_conversion_equals_readstats_over_the_whole_double_range(tmp_path):
     start = raw.find(b"HEADER RECORD*******OBS     HEADER RECORD") + 80
     theirs = np.frombuffer(raw[start:start + 8 * len(values)], dtype=">u8")
     assert (ibm_doubles(values) == theirs).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6).map(float),
+                          st.sampled_from([0.0, -0.0, 1e-7, 2.5e-05, 1e-4, 1e16, 1.5e300, 5e-324])), max_size=40),
+       st.lists(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=12), max_size=40))
+def test_dataset_json_rows_are_what_json_dumps_writes(tmp_path_factory, numbers, texts):
+    # orjson writes the rows; the bytes must not depend on it (floats below 1e-4, inf, DEL, controls)
+    n = min(len(numbers), len(texts))
+    frame = pd.DataFrame({"AVAL": pd.Series(numbers[:n], dtype=float), "AVALC": pd.Series(texts[:n], dtype=object),
+                          "ADT": pd.Series([float(i * 400 - 3000) for i in range(n)], dtype=float)})
+    ds = Dataset("ADX", "X", frame, {"AVAL": "v", "AVALC": "c", "ADT": "d"}, formats={"ADT": "DATE9."})
+    folder = tmp_path_factory.mktemp("json")
+    doc = json.loads((write_dataset_json(ds, folder, "2026-01-01T00:00:00", "S1", "1")).read_text())
+    text, whole = (folder / "adx.json").read_text(), doc["columns"][0]["dataType"] == "integer"
+    expected_rows = [[None if a != a else int(a) if whole else a, b, str((pd.Timestamp("1960-01-01") + pd.Timedelta(days=d)).date())]
+                     for a, b, d in zip(frame.AVAL, frame.AVALC, frame.ADT)]
+    assert text.endswith(json.dumps(expected_rows, ensure_ascii=True, separators=(",", ":"))[1:] + "}\n")
+    assert len(doc["rows"]) == n

@@ -103,6 +103,10 @@ def dtc_date(dtc: pd.Series) -> pd.Series:
     >>> dtc_date(pd.Series(["2024-01-08T09:00", "2024-01", ""])).dt.strftime("%Y-%m-%d").tolist()
     ['2024-01-08', nan, nan]
     """
+    return on_unique(dtc, _dtc_date_distinct)  # a date repeats on every record of its visit
+
+
+def _dtc_date_distinct(dtc: pd.Series) -> pd.Series:
     text = dtc.fillna("").astype(str).str.slice(0, 10)
     return pd.to_datetime(text.where(text.str.len() == 10), format="%Y-%m-%d", errors="coerce")
 
@@ -195,13 +199,17 @@ def standard_results(orres: pd.Series, orresu: pd.Series, testcd: pd.Series, std
     unit = orresu.fillna("").astype(str)
     std = stdunit.fillna("").astype(str)
     std = std.where(std != "", unit)
-    keys = pd.Series(list(zip(testcd.astype(str), unit, std)), index=orres.index)
-    factor = pd.Series([1.0 if u == s else (factors.get((t, u, s), np.nan) if not callable(factors.get((t, u, s)))
-                                            else np.nan) for t, u, s in keys], index=orres.index, dtype=float)
+    # one factor per distinct (test, unit, standard unit), broadcast to the records
+    codes, keys = pd.MultiIndex.from_arrays([testcd.astype(str), unit, std]).factorize(use_na_sentinel=False)
+    per_key = np.array([1.0 if u == s else (factors.get((t, u, s), np.nan) if not callable(factors.get((t, u, s)))
+                                            else np.nan) for t, u, s in keys], dtype=float)
+    factor = pd.Series(per_key[codes], index=orres.index, dtype=float)
     converted_number = parsed["number"] * factor
     converted_limit = parsed["limit"] * factor
-    for key in {k for k in keys if callable(factors.get(k)) and k[1] != k[2]}:  # formula conversions
-        rows = keys == key
+    for k, key in enumerate(keys):  # formula conversions
+        if not callable(factors.get(key)) or key[1] == key[2]:
+            continue
+        rows = codes == k
         convert = factors[key]
         converted_number[rows] = convert(parsed["number"][rows])
         converted_limit[rows] = convert(parsed["limit"][rows])
@@ -459,12 +467,12 @@ def visit_of(folder: pd.Series, day: pd.Series, visits: pd.DataFrame, unschedule
     for row in visits.itertuples(index=False):
         for alias in [row.folder, *(getattr(row, "aliases", None) or [])]:
             names[str(alias).strip().upper()] = (float(row.visitnum), row.visit)
-    key = folder.fillna("").astype(str).str.strip().str.upper()
+    key = on_unique(folder, lambda u: u.fillna("").astype(str).str.strip().str.upper())  # once per folder name
     visitnum = key.map({k: v[0] for k, v in names.items()}).astype(float)
     visit = key.map({k: v[1] for k, v in names.items()}).fillna("").astype(object)
     if unscheduled is not None:
-        number = pd.to_numeric(folder.fillna("").astype(str).str.strip().str.extract(unscheduled.pattern)[0],
-                               errors="coerce")
+        number = on_unique(folder, lambda u: pd.to_numeric(u.fillna("").astype(str).str.strip()
+                                                           .str.extract(unscheduled.pattern)[0], errors="coerce"))
         hit = visitnum.isna() & number.notna()
         visitnum[hit] = number[hit]
         visit[hit] = [unscheduled.visit.format(visitnum=as_text(pd.Series([n])).iloc[0]) for n in number[hit]]
