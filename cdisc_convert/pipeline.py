@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import ConversionError
-from .text import as_text
+from .text import as_text, shared_text
 from .metadata import Sdtmig, Terminology, load_sdtmig, load_terminology
 from .readers import read_csv_forms, read_odm_forms, read_sas_forms
 from .sdtm import trial_design
@@ -118,7 +118,7 @@ def _typed(frame: pd.DataFrame, name: str, md: Sdtmig, spec: DomainSpec | None) 
         elif v.type == "Num":
             out[c] = pd.to_numeric(frame[c].replace("", None), errors="coerce").astype(float)
         else:
-            out[c] = as_text(frame[c])
+            out[c] = shared_text(as_text(frame[c]))  # kept to the end of the run: one object per term
     return out.reset_index(drop=True)
 
 

@@ -51,6 +51,18 @@ def as_text(values: pd.Series) -> pd.Series:
     return on_unique(values, lambda u: u.map(_scalar_text)).astype(object)
 
 
+def shared_text(values: pd.Series) -> pd.Series:
+    """The same text with one ``str`` object per distinct value: a column of a million records
+    that repeats a few hundred terms then costs 8 bytes a record instead of about 60.
+
+    >>> a = shared_text(pd.Series(["AB", "A" + "B"], dtype=object))
+    >>> a.tolist(), a.iloc[0] is a.iloc[1]
+    (['AB', 'AB'], True)
+    """
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
+    return pd.Series(np.asarray(uniques, dtype=object)[codes], index=values.index, name=values.name, dtype=object)
+
+
 def text_lengths(values: pd.Series) -> pd.Series:
     """Length in UTF-8 bytes of each value (characters when the column is ASCII)."""
     text = as_text(values)

@@ -31,7 +31,7 @@ import pandas as pd
 import pyreadstat
 
 from .errors import ConversionError
-from .text import as_text, is_plain_text, on_unique
+from .text import as_text, is_plain_text, on_unique, shared_text
 
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 
@@ -252,7 +252,7 @@ def read_xpt(path: Path) -> XptFile:
         if frame[col].dtype.kind in "fiu":
             frame[col] = frame[col].mask(frame[col].abs() <= 1e-70, 0.0)
         else:
-            frame[col] = frame[col].fillna("").astype(object)
+            frame[col] = shared_text(frame[col].fillna("").astype(object))  # one object per distinct value
     formats = {c: f"{f}." for c, f in (meta.original_variable_types or {}).items() if f and f.startswith("DATE")}
     return XptFile((meta.table_name or Path(path).stem).upper(), meta.file_label or "", frame,
                    dict(meta.column_names_to_labels), dict(meta.variable_storage_width or {}), formats)

@@ -84,7 +84,7 @@ def derive_vars_dt(dataset: pd.DataFrame, dtc: str, new_prefix: str = "A", date_
     >>> f["ASTDT"].dt.day.tolist(), f["ASTDTF"].tolist()
     ([1, 9], ['D', ''])
     """
-    out = dataset.copy()
+    out = dataset.copy(deep=False)  # copy-on-write (pandas 3): columns are shared until replaced
     date, imputed = impute_dtc_date(out[dtc], date_imputation, highest_imputation)
     out[f"{new_prefix}DT"] = date
     if flag:
@@ -118,7 +118,7 @@ def derive_vars_dy(dataset: pd.DataFrame, reference_date: str, source_vars: dict
     >>> derive_vars_dy(f, "TRTSDT", {"ADY": "ADT"})["ADY"].tolist()
     [-1.0, 1.0, nan]
     """
-    out = dataset.copy()
+    out = dataset.copy(deep=False)  # copy-on-write (pandas 3): columns are shared until replaced
     ref = pd.to_datetime(out[reference_date]).dt.normalize()
     for new, source in source_vars.items():
         delta = (pd.to_datetime(out[source]).dt.normalize() - ref).dt.days
@@ -135,7 +135,7 @@ def derive_var_extreme_flag(dataset: pd.DataFrame, by_vars: list[str], order: li
     >>> derive_var_extreme_flag(f, ["USUBJID"], ["AVAL", "ADT"], "WORSTFL")["WORSTFL"].tolist()
     ['', '', 'Y']
     """
-    out = dataset.copy()
+    out = dataset.copy(deep=False)  # copy-on-write (pandas 3): columns are shared until replaced
     eligible = out if filter_ is None else out[filter_.reindex(out.index).fillna(False).astype(bool)]
     ordered = eligible.sort_values(order, ascending=ascending or True, kind="stable", na_position="first")
     grouped = ordered.groupby(by_vars, sort=False, dropna=False)
@@ -251,7 +251,7 @@ def derive_vars_analysis_window(dataset: pd.DataFrame, windows: Iterable[Analysi
     >>> r["AVISIT"].tolist(), r["ANL01FL"].tolist()
     (['WEEK 12', 'WEEK 12', '', ''], ['', 'Y', '', ''])
     """
-    out = dataset.copy()
+    out = dataset.copy(deep=False)  # copy-on-write (pandas 3): columns are shared until replaced
     out["AVISIT"], out["AVISITN"] = "", np.nan
     dist = pd.Series(np.inf, index=out.index)
     target = pd.Series(np.nan, index=out.index)
@@ -264,7 +264,7 @@ def derive_vars_analysis_window(dataset: pd.DataFrame, windows: Iterable[Analysi
     eligible = out["AVISIT"] != ""
     if filter_ is not None:
         eligible &= filter_.reindex(out.index).fillna(False).astype(bool)
-    ranked = out[eligible].assign(_dist=-dist[eligible], _day=out.loc[eligible, day])
+    ranked = out.loc[eligible, [*by_vars, "AVISITN"]].assign(_dist=-dist[eligible], _day=out.loc[eligible, day])
     ranked = ranked.sort_values(["_dist", "_day"], kind="stable")
     picked = ranked.groupby([*by_vars, "AVISITN"], sort=False).tail(1).index
     out[flag] = ""

@@ -54,7 +54,7 @@ class AdamRun:
 
 def with_lineage(domain: str, frame: pd.DataFrame) -> pd.DataFrame:
     """Tag SDTM records with ``DOMAIN.--SEQ=n`` (or the subject for DM) for ADaM lineage."""
-    out = frame.copy()
+    out = frame.copy(deep=False)  # copy-on-write: the SDTM columns are shared, not copied
     seq = f"{domain}SEQ"
     if seq in out.columns:
         out[SRC] = f"{domain}.{seq}=" + as_text(out[seq])
@@ -253,7 +253,7 @@ def computed_parameters(step: ParamComputed, frame: pd.DataFrame, spec: AdamSpec
             text_parameters=[p["ascites"], p["encephalopathy"]])
     if step.function == "child_pugh_class":
         source = frame[frame["PARAMCD"] == step.inputs["score"]]
-        out = source.copy()
+        out = source.copy(deep=False)
         out["PARAMCD"], out["PARAM"] = step.paramcd or "CPCLASS", step.param or "Child-Pugh Class"
         out["AVALC"] = scores.child_pugh_class(out["AVAL"]).values
         out["AVAL"] = np.nan
@@ -337,6 +337,7 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
                 continue
             timings[spec.dataset] = timings.get(spec.dataset, 0.0) + time.perf_counter() - started
             run.derived[spec.dataset] = frame
+            run.partial.pop(spec.dataset, None)  # the paused frame is superseded: free it
             pending.remove(spec)
         if not progressed and pending:
             names = ", ".join(s.dataset for s in pending)

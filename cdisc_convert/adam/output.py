@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..errors import ConversionError
 from ..metadata import adam_variable, load_sdtmig
-from ..text import as_text
+from ..text import as_text, shared_text
 from ..writers import Dataset
 from .derive import SRC
 from .spec import AdamSpec
@@ -74,7 +74,7 @@ def adam_dataset(spec: AdamSpec, frame: pd.DataFrame) -> tuple[Dataset, pd.DataF
         elif known and known[1] == "Num":
             columns[name] = pd.to_numeric(values, errors="coerce").astype(float)
         else:
-            columns[name] = as_text(values)
+            columns[name] = shared_text(as_text(values))  # kept to the end of the run: one object per term
         labels[name] = label
     data = pd.DataFrame(columns, index=frame.index)
     keys = [k for k in spec.keys if k in data.columns]
