@@ -151,9 +151,9 @@ def _datatype(name: str, values: pd.Series, display_format: str, width: int | No
         if (v == v.round()).all() and v.abs().max() < 1e15:
             return "integer", max(1, int(v.abs().max()).bit_length() and len(str(int(v.abs().max()))) +
                                   int((v < 0).any())), None
-        text = as_text(pd.Series(pd.unique(v)))  # numbers as written, once per distinct value
-        decimals = int(text.str.split(".").str[1].fillna("").str.len().max())
-        return "float", int(text.str.replace("-", "").str.replace(".", "").str.len().max()), decimals
+        text = as_text(pd.Series(pd.unique(v))).tolist()  # numbers as written, once per distinct value
+        decimals = max(len(t.partition(".")[2]) for t in text)
+        return "float", max(len(t) - t.count("-") - t.count(".") for t in text), decimals
     if width is not None:
         length = width
         if not name.endswith("DTC"):

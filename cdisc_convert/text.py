@@ -27,6 +27,11 @@ def _scalar_text(value) -> str:
     return str(value)
 
 
+def _float_text(values: pd.Series) -> pd.Series:
+    return pd.Series(["" if v != v else f"{round(v, 8):.10g}" for v in values.astype(float).tolist()],
+                     index=values.index, dtype=object)
+
+
 def on_unique(values: pd.Series, compute: Callable[[pd.Series], pd.Series | pd.DataFrame]):
     """Apply ``compute`` once per distinct value and broadcast back (EDC columns repeat a lot:
     one date per page becomes one date per transposed test)."""
@@ -41,10 +46,28 @@ def is_plain_text(values: pd.Series) -> bool:
     return values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) in ("string", "empty")
 
 
+def on_distinct(columns: pd.DataFrame, compute: Callable[[pd.DataFrame], pd.Series]) -> pd.Series:
+    """Apply ``compute`` once per distinct row of ``columns`` and broadcast back: a subject's
+    visit date is shared by all the tests of that visit.
+
+    >>> f = pd.DataFrame({"USUBJID": ["1", "1", "2"], "DTC": ["2024", "2024", "2024"]})
+    >>> on_distinct(f, lambda d: d["USUBJID"] + "/" + d["DTC"]).tolist()
+    ['1/2024', '1/2024', '2/2024']
+    """
+    if columns.empty:
+        return compute(columns)
+    codes = columns.groupby(list(columns.columns), sort=False, dropna=False).ngroup().to_numpy()
+    first = np.unique(codes, return_index=True)[1]  # where each distinct row first occurs, in code order
+    result = compute(columns.iloc[first].reset_index(drop=True))
+    return result.iloc[codes].set_axis(columns.index)
+
+
 def as_text(values: pd.Series) -> pd.Series:
     """Object Series of ``str``: missing -> ``""``, numbers without float noise (``3.0`` -> ``3``)."""
     if is_plain_text(values):  # typed datasets: one C pass instead of a missing-value scan and fill
         return values.copy()
+    if values.dtype.kind == "f":  # numbers: the same text as _scalar_text, without its per-value checks
+        return on_unique(values, _float_text).astype(object)
     kind = pd.api.types.infer_dtype(values, skipna=True)
     if kind in ("string", "empty"):
         return values.fillna("").astype(object)

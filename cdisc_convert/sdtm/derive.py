@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..text import as_text, on_unique
+from ..text import as_text, on_distinct, on_unique
 
 MONTHS = {m: i + 1 for i, m in enumerate(
     ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])}
@@ -425,11 +425,15 @@ def epoch_of(frame: pd.DataFrame, dtc: str, elements: pd.DataFrame) -> pd.Series
     >>> epoch_of(f, "AESTDTC", se).tolist()
     ['SCREENING', 'TREATMENT', '', 'TREATMENT', 'TREATMENT']
     """
-    out = pd.Series("", index=frame.index, dtype=object)
     if elements.empty:
-        return out
+        return pd.Series("", index=frame.index, dtype=object)
     se = elements.assign(_start=dtc_date(elements["SESTDTC"]), _end=dtc_date(elements["SEENDTC"]))
     se = se.assign(_last=se.groupby("USUBJID")["_start"].transform("max") == se["_start"])
+    return on_distinct(frame[["USUBJID", dtc]], lambda d: _epoch_of_distinct(d, dtc, se)).astype(object)
+
+
+def _epoch_of_distinct(frame: pd.DataFrame, dtc: str, se: pd.DataFrame) -> pd.Series:
+    out = pd.Series("", index=frame.index, dtype=object)
     lo, hi = date_span(frame[dtc])
     first, last = _epoch_at(frame["USUBJID"], lo, se), _epoch_at(frame["USUBJID"], hi, se)
     same = (first == last) & (first != "")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..sdtm.derive import epoch_of
-from ..text import as_text, on_unique
+from ..text import as_text, on_distinct, on_unique
 from .checks import FINDING, ISO8601, Context, findings, subject_value
 
 TRIAL_DESIGN = ("TA", "TE", "TV", "TI", "TS", "TD", "TM")
@@ -26,7 +26,11 @@ def _subject_datasets(ctx: Context):
 def _after(start: pd.Series, end: pd.Series) -> pd.Series:
     """Whether ISO 8601 ``start`` is later than ``end``, compared at the precision both have
     (``2024-03`` is not after ``2024-03-05``; ``2024-03-06T10:00`` is after ``2024-03-05``)."""
-    s, e = as_text(start), as_text(end)
+    pairs = pd.DataFrame({"s": as_text(start), "e": as_text(end)})
+    return on_distinct(pairs, lambda d: _after_distinct(d["s"], d["e"])).astype(bool)
+
+
+def _after_distinct(s: pd.Series, e: pd.Series) -> pd.Series:
     n = np.minimum(s.str.len(), e.str.len())
     out = pd.Series(False, index=s.index)
     # values that are not ISO 8601 are CF0004's finding, not compared here
