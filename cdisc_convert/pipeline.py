@@ -189,6 +189,9 @@ def _build_datasets(run: Conversion, study: StudyConfig, md: Sdtmig, se: pd.Data
         datasets[name] = _dataset(name, mapped.data, md, mapped.spec)
         if mapped.supp is not None:
             datasets[f"SUPP{name}"] = _dataset(f"SUPP{name}", mapped.supp, md)
+        _domain_lineage(name, mapped, datasets, run)
+        if name != "DM":  # the typed dataset and its lineage carry on; DM's dates are still needed below
+            mapped.data, mapped.supp = mapped.data.iloc[:0].copy(), None  # a copy: a view would keep it alive
     se = se.copy()
     if len(se):
         se = _sorted(se, md.domain("SE").keys)
@@ -241,27 +244,26 @@ def reconciliation(raw_forms: dict[str, pd.DataFrame], run: Conversion,
     return pd.DataFrame(rows, columns=["form", "source", "status", "detail"])
 
 
-def _lineage(datasets: dict[str, Dataset], run: Conversion) -> tuple[dict[str, pd.DataFrame], dict[str, set[str]]]:
-    lineage, used = {}, {}
-    for name, mapped in run.domains.items():
-        for ds_name, frame in ((name, mapped.data), (f"SUPP{name}", mapped.supp)):
-            if frame is None:
-                continue
-            ids = [c for c in datasets[ds_name].record_ids or [] if c in frame.columns]
-            lin = frame[ids].copy()
-            for c in ids:
-                if lin[c].dtype.kind == "f":
-                    lin[c] = as_text(lin[c])
-            if "QNAM" in frame.columns:
-                lin["QNAM"] = frame["QNAM"]
-            lin["form"] = frame["__form"].values
-            lin["source"] = frame["__src"].values
-            lin["field"] = frame["__field"].values
-            lineage[ds_name] = lin
-            for src in frame["__src"]:
-                for s in str(src).split(" + "):
-                    used.setdefault(s, set()).add(ds_name)
-    return lineage, used
+def _domain_lineage(name: str, mapped: MappedDomain, datasets: dict[str, Dataset], run: Conversion) -> None:
+    """Record ids and EDC form/row/field of a domain's (and its SUPP's) records into ``run.lineage``;
+    which datasets each EDC row fed into ``run.record_sources``."""
+    for ds_name, frame in ((name, mapped.data), (f"SUPP{name}", mapped.supp)):
+        if frame is None:
+            continue
+        ids = [c for c in datasets[ds_name].record_ids or [] if c in frame.columns]
+        lin = frame[ids].copy()
+        for c in ids:
+            if lin[c].dtype.kind == "f":
+                lin[c] = as_text(lin[c])
+        if "QNAM" in frame.columns:
+            lin["QNAM"] = frame["QNAM"]
+        lin["form"] = frame["__form"].values
+        lin["source"] = frame["__src"].values
+        lin["field"] = frame["__field"].values
+        run.lineage[ds_name] = lin
+        for src in pd.unique(frame["__src"]):
+            for s in str(src).split(" + "):
+                run.record_sources.setdefault(s, set()).add(ds_name)
 
 
 def _rule_lineage(specs: list[DomainSpec]) -> dict:
@@ -397,8 +399,8 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
     t1 = time.perf_counter()
     terminology = load_terminology(ct, study_dir)
     run, datasets, _se = convert_sdtm(study, specs, raw_forms, progress, terminology)
-    lineage, used = _lineage(datasets, run)
-    recon = reconciliation(raw_forms, run, used)
+    lineage = run.lineage
+    recon = reconciliation(raw_forms, run, run.record_sources)
     run.domains.clear()  # the typed datasets carry on; the working frames are no longer needed
     del raw_forms
     timings["map_and_derive"] = time.perf_counter() - t1

@@ -56,6 +56,10 @@ class Conversion:
     excluded: list[Excluded] = field(default_factory=list)
     deviations: list[dict] = field(default_factory=list)
     used_sources: set[str] = field(default_factory=set)
+    # per dataset: record ids + EDC form/row/field; per EDC row: the datasets it fed (built as each
+    # domain's dataset is made, so that the working frame can be freed)
+    lineage: dict[str, pd.DataFrame] = field(default_factory=dict)
+    record_sources: dict[str, set[str]] = field(default_factory=dict)
 
 
 def check_spec(spec: DomainSpec, md: Sdtmig) -> None:
@@ -530,8 +534,8 @@ def split_long_text(frame: pd.DataFrame, meta, seq_var: str | None) -> tuple[pd.
         if var.type != "Char" or var.name not in frame.columns:
             continue
         values = as_text(frame[var.name])
-        long = values.str.len() > 200
-        for i in np.flatnonzero(long.to_numpy()):
+        lengths = np.fromiter(map(len, values.tolist()), dtype=np.int64, count=len(values))
+        for i in np.flatnonzero(lengths > 200):
             pieces = split_text_200(values.iloc[i])
             frame.iat[i, frame.columns.get_loc(var.name)] = pieces[0]
             for n, piece in enumerate(pieces[1:], start=1):

@@ -5,9 +5,11 @@ element start rules and DM's reference dates; SV from the visits found in the ma
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ..spec import StudyConfig
+from ..text import as_text
 from . import derive
 
 
@@ -116,20 +118,24 @@ def subject_elements(dm: pd.DataFrame, study: StudyConfig) -> pd.DataFrame:
     >>> subject_elements(dm, study)[["ETCD", "SESTDTC", "SEENDTC"]].values.tolist()
     [['SCRN', '2024-01-02', '2024-01-10T10:00'], ['TRT', '2024-01-10T10:00', '2024-03-20']]
     """
+    def column(name: str) -> list[str]:
+        return as_text(dm[name]).tolist() if name in dm.columns else [""] * len(dm)
+
+    element_starts = []  # per element, every subject's start (dates computed per column, not per subject)
+    for e in study.elements:
+        start = pd.Series(column(e.start), index=dm.index, dtype=object)
+        if e.start_offset_days:
+            date = derive.dtc_date(start)
+            shifted = (date + pd.Timedelta(days=e.start_offset_days)).dt.strftime("%Y-%m-%d")
+            start = shifted.where(date.notna() & (start != ""), "").astype(object)
+        element_starts.append(start.tolist())
     rows = []
-    for _, subject in dm.iterrows():
-        starts = []
-        for order, e in enumerate(study.elements, start=1):
-            start = str(subject.get(e.start, "") or "")
-            if start and e.start_offset_days:
-                date = derive.dtc_date(pd.Series([start])).iloc[0]
-                start = "" if pd.isna(date) else (date + pd.Timedelta(days=e.start_offset_days)).strftime("%Y-%m-%d")
-            starts.append((order, e, start))
-        end_all = str(subject.get("RFPENDTC", "") or "")
+    for i, (studyid, usubjid, end_all) in enumerate(zip(column("STUDYID"), column("USUBJID"), column("RFPENDTC"))):
+        starts = [(order, e, element_starts[order - 1][i]) for order, e in enumerate(study.elements, start=1)]
         starts = [s for s in starts if s[2] and (not end_all or s[2][:10] <= end_all[:10])]
         for k, (order, e, start) in enumerate(starts):
             end = starts[k + 1][2] if k + 1 < len(starts) else end_all
-            rows.append({"STUDYID": subject["STUDYID"], "DOMAIN": "SE", "USUBJID": subject["USUBJID"], "ETCD": e.etcd,
+            rows.append({"STUDYID": studyid, "DOMAIN": "SE", "USUBJID": usubjid, "ETCD": e.etcd,
                          "ELEMENT": e.element, "TAETORD": float(order), "EPOCH": e.epoch, "SESTDTC": start,
                          "SEENDTC": end})
     se = pd.DataFrame(rows, columns=["STUDYID", "DOMAIN", "USUBJID", "ETCD", "ELEMENT", "TAETORD", "EPOCH",
@@ -157,8 +163,12 @@ def subject_visits(domains: dict[str, pd.DataFrame], visits_by_num: dict[float, 
     if not parts:
         return pd.DataFrame()
     allv = pd.concat(parts, ignore_index=True)
-    sv = allv.groupby(["STUDYID", "USUBJID", "VISITNUM", "VISIT"], as_index=False).agg(
+    # earliest and latest date as integer ranks of the sorted distinct dates (a string min/max is slow)
+    rank, dates = pd.factorize(allv["_date"], sort=True)
+    sv = allv.assign(_date=rank).groupby(["STUDYID", "USUBJID", "VISITNUM", "VISIT"], as_index=False).agg(
         SVSTDTC=("_date", "min"), SVENDTC=("_date", "max"))
+    dates = np.asarray(dates, dtype=object)
+    sv["SVSTDTC"], sv["SVENDTC"] = dates[sv["SVSTDTC"].to_numpy()], dates[sv["SVENDTC"].to_numpy()]
     sv.insert(1, "DOMAIN", "SV")
     sv["SVUPDES"] = ["" if v in visits_by_num else "Unscheduled visit" for v in sv["VISITNUM"]]
     return sv.sort_values(["USUBJID", "VISITNUM"], kind="stable").reset_index(drop=True)
