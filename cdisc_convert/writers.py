@@ -93,8 +93,9 @@ def check_xpt_rules(ds: Dataset) -> dict[str, int]:
             continue
         text = values if is_plain_text(values) else as_text(values)  # typed data: shared, not copied
         texts[col] = text
-        if "".join(text.tolist()).isascii():
-            encoded_len = on_unique(text, lambda u: u.str.len()).astype(int)  # once per distinct value
+        strings = text.tolist()
+        if "".join(strings).isascii():  # one C pass; then characters are bytes
+            encoded_len = pd.Series(np.fromiter(map(len, strings), dtype=np.int64, count=len(strings)), index=text.index)
             non_ascii = pd.Series(False, index=text.index)
         else:
             encoded_len = text.map(lambda s: len(s.encode("utf-8")))
