@@ -556,7 +556,8 @@ def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[s
                        **({"SignificantDigits": var.digits} if var.digits is not None else {}),
                        **({"DisplayFormat": var.display_format} if var.display_format else {}))
         it.Description = text(var.label)
-        present = {v for v in as_text(pd.Series(pd.unique(values))) if v != ""} if values is not None else set()
+        present = {v for v in as_text(pd.Series(pd.unique(values))) if v != ""} \
+            if values is not None and var.codelist else set()  # only a codelist needs the terms that occur
         if var.codelist and present:  # a codelist lists the terms that occur; none occur, no codelist
             it.CodeListRef = D.CodeListRef(CodeListOID=f"CL.{var.codelist}")
             used_codelists.setdefault(var.codelist, set()).update(present)

@@ -167,7 +167,7 @@ def variable_metadata(datasets: dict[str, Dataset], specs: list[DomainSpec], md:
             is_num = series.dtype.kind in "fiu"
             variables.append({
                 "name": col, "label": ds.labels.get(col, ""), "type": "Num" if is_num else "Char",
-                "length": 8 if is_num else (max(1, int(series.fillna("").astype(str).str.len().max())) if len(series) else 1),
+                "length": 8 if is_num else ds.text_facts()[1][col],  # as the XPT writer measured it
                 "order": order, "core": vm.core if vm else "", "role": vm.role if vm else "",
                 "codelist": (override.codelist if override and override.codelist else (vm.codelist if vm else "")),
                 "origin": override.origin if override and override.origin else origin,
