@@ -76,7 +76,8 @@ def adam_dataset(spec: AdamSpec, frame: pd.DataFrame) -> tuple[Dataset, pd.DataF
         else:
             columns[name] = shared_text(as_text(values))  # kept to the end of the run: one object per term
         labels[name] = label
-    data = pd.DataFrame(columns, index=frame.index)
+    data = pd.DataFrame(columns, index=frame.index, copy=False)  # the sort below makes the one copy
+    del columns
     keys = [k for k in spec.keys if k in data.columns]
     order = data.sort_values(keys, kind="stable").index if keys else data.index
     data = data.loc[order].reset_index(drop=True)
