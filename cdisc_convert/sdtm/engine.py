@@ -185,31 +185,35 @@ def transpose_findings(rows: pd.DataFrame, source: Source, spec: DomainSpec, i: 
             for f in rule.fields()}
     wide = {f for test in source.tests or [] for f in (test.result, test.unit) if f} - read
     base = rows.drop(columns=[c for c in rows.columns if c in wide])
-    for t, test in enumerate(source.tests or []):
-        where = ("sources", i, "tests", t)
+    tests = list(source.tests or [])
+    for t, test in enumerate(tests):
         if test.result not in rows.columns:
             raise ConversionError(f"missing source column '{test.result}' in form {source.form}",
                                   source=_file_of(rows, source.form), field=test.result,
-                                  spec=spec.line_of(*where, "result"), dataset=spec.domain)
-        part = base.copy()
-        for attr in TEST_ATTRIBUTES:
-            value = getattr(test, attr)
-            part[f"@{attr}"] = "" if value is None else value
-        part["@orres"] = rows[test.result]
-        if test.unit is not None and test.unit in rows.columns:
-            part["@orresu"] = rows[test.unit].where(rows[test.result] != "", "")
-        else:
-            part["@orresu"] = np.where(rows[test.result] != "", test.unit or "", "")
-        part["__field"] = test.result
-        part["__test_index"] = t
-        parts.append(part)
-    long = pd.concat(parts, ignore_index=True)
-    # keep source-row order, tests in table order within a row (stable, so reruns are identical)
-    long["__row"] = np.tile(np.arange(len(rows)), len(parts))
+                                  spec=spec.line_of("sources", i, "tests", t, "result"), dataset=spec.domain)
+    n, k = len(rows), len(tests)
+    # one take in the final order (each source row, then its tests in table order): no per-test
+    # copies of the whole row, no concatenation, no sort
+    per_row = np.repeat(np.arange(n), k)
+    per_test = np.tile(np.arange(k), n)
+    row_major = (per_test * n + per_row)  # position in the test-major stack of per-test columns
+
+    def stacked(columns: list) -> pd.Series:
+        return pd.concat([pd.Series(c).reset_index(drop=True) for c in columns], ignore_index=True).take(row_major)
+
+    long = base.take(per_row).reset_index(drop=True)
+    extra = {}
+    for attr in TEST_ATTRIBUTES:
+        extra[f"@{attr}"] = pd.Series(["" if getattr(t, attr) is None else getattr(t, attr) for t in tests]
+                                      ).take(per_test).to_numpy()
+    extra["@orres"] = stacked([rows[t.result] for t in tests]).to_numpy()
+    extra["@orresu"] = stacked([rows[t.unit].where(rows[t.result] != "", "") if t.unit is not None and t.unit in rows.columns
+                                else np.where(rows[t.result] != "", t.unit or "", "") for t in tests]).to_numpy()
+    extra["__field"] = pd.Series([t.result for t in tests]).take(per_test).to_numpy()
+    long = long.assign(**extra)  # the same column order as assigning them one by one
     if source.empty_results == "drop":  # a wide page holds only some tests: no record for the others
         long = long[long["@orres"].fillna("").astype(str).str.strip() != ""]
-    return long.sort_values(["__row", "__test_index"], kind="stable").reset_index(drop=True).drop(
-        columns=["__row", "__test_index"])
+    return long.reset_index(drop=True)
 
 
 def _file_of(rows: pd.DataFrame, form: str) -> str:
