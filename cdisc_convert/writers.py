@@ -246,17 +246,42 @@ def read_xpt(path: Path) -> XptFile:
     (all zero bytes) as 5.4e-79, and that one quirk is undone."""
     try:
         _empty, meta = pyreadstat.read_xport(str(path), metadataonly=True)
-        frame = pd.read_sas(path, format="xport", encoding="ascii")
+        if sum((meta.variable_storage_width or {}).values()) < 80:
+            # pandas drops the last record of some files whose records are shorter than a card
+            # (80 bytes); pyreadstat reads them whole, and such datasets are narrow
+            whole, _meta = pyreadstat.read_xport(str(path), disable_datetime_conversion=True)
+            chunks = [_compact(whole)] if len(whole) else []
+        else:
+            # in chunks, each made compact before the next is read: a million-record file never
+            # exists as a million separate str objects per column
+            with pd.read_sas(path, format="xport", encoding="ascii", chunksize=READ_CHUNK_ROWS) as reader:
+                chunks = [_compact(chunk) for chunk in reader]
     except Exception as exc:  # both readers raise their own error types
         raise ConversionError(f"unreadable XPT file: {exc}", source=Path(path).name) from None
+    frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0] if chunks else pd.DataFrame()
+    if len(chunks) > 1:
+        for col in frame.columns:
+            if frame[col].dtype.kind not in "fiu":
+                frame[col] = shared_text(frame[col])  # one object per distinct value across chunks
+    if not chunks:
+        frame = pd.DataFrame({c: pd.Series(dtype=float if t == "double" else object)
+                              for c, t in (meta.readstat_variable_types or {}).items()})
+    formats = {c: f"{f}." for c, f in (meta.original_variable_types or {}).items() if f and f.startswith("DATE")}
+    return XptFile((meta.table_name or Path(path).stem).upper(), meta.file_label or "", frame,
+                   dict(meta.column_names_to_labels), dict(meta.variable_storage_width or {}), formats)
+
+
+READ_CHUNK_ROWS = 100_000
+
+
+def _compact(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text missing as ``""`` with one object per distinct value; stored 0.0 read as 5.4e-79 undone."""
     for col in frame.columns:
         if frame[col].dtype.kind in "fiu":
             frame[col] = frame[col].mask(frame[col].abs() <= 1e-70, 0.0)
         else:
-            frame[col] = shared_text(frame[col].fillna("").astype(object))  # one object per distinct value
-    formats = {c: f"{f}." for c, f in (meta.original_variable_types or {}).items() if f and f.startswith("DATE")}
-    return XptFile((meta.table_name or Path(path).stem).upper(), meta.file_label or "", frame,
-                   dict(meta.column_names_to_labels), dict(meta.variable_storage_width or {}), formats)
+            frame[col] = shared_text(frame[col].fillna("").astype(object))
+    return frame
 
 
 MARKER = ".cdisc-convert"  # written into every output folder: the run may replace it next time
