@@ -59,7 +59,8 @@ def findings(rule: dict, dataset: str, frame: pd.DataFrame, mask: pd.Series, var
     rows = frame.index[mask.to_numpy()]
     values = as_text((value if value is not None else frame[variable]).loc[rows]) if (value is not None or
                                                                                        variable in frame) else ""
-    text = message if isinstance(message, str) else message.loc[rows].to_numpy()
+    # a callable message is built for the flagged rows only (a million records rarely yield many findings)
+    text = message if isinstance(message, str) else message(rows) if callable(message) else message.loc[rows].to_numpy()
     return pd.DataFrame({
         "rule": rule["id"], "severity": rule["severity"], "dataset": dataset, "variable": variable,
         "record": (rows.to_numpy() + 1).astype(int), "usubjid": as_text(frame.loc[rows, "USUBJID"]).to_numpy()
@@ -289,8 +290,12 @@ def visit_window(ctx, rule):
         low, high = frame["VISITNUM"].map(win["low"]), frame["VISITNUM"].map(win["high"])
         below, above = day < low, day > high
         days_out = (low - day).where(below, (day - high).where(above, 0))
-        message = ("study day " + as_text(day) + " is outside the window of " + as_text(frame.get("VISIT", "")) +
-                   " (" + as_text(low) + " to " + as_text(high) + "): " + as_text(days_out) + " day(s) out")
+
+        def message(r, day=day, low=low, high=high, days_out=days_out, frame=frame):
+            visit = as_text(frame["VISIT"].loc[r]) if "VISIT" in frame.columns else ""
+            return ("study day " + as_text(day.loc[r]) + " is outside the window of " + visit + " (" +
+                    as_text(low.loc[r]) + " to " + as_text(high.loc[r]) + "): " + as_text(days_out.loc[r]) +
+                    " day(s) out").to_numpy()
         out.append(findings(rule, name, frame, below | above, dy, message, value=day, days_out=days_out))
     return out
 
@@ -449,13 +454,17 @@ def study_day_consistent(ctx, rule):
         for dy in [c for c in frame.columns if c.endswith("DY") and c.startswith(name) and c != "VISITDY"]:
             dtc = dy[:-2] + "DTC"
             zero = frame[dy] == 0
+            expected = None
             if ref is not None and dtc in frame.columns:
                 expected = _study_day(frame[dtc], ref)
                 wrong = expected.notna() & frame[dy].notna() & (expected != frame[dy])
-                message = (f"{dy} " + as_text(frame[dy]) + " but " + dtc + " and RFSTDTC give " + as_text(expected))
             else:
-                wrong, message = pd.Series(False, index=frame.index), ""
-            msg = pd.Series(np.where(zero, f"{dy} is 0: there is no study day 0", message), index=frame.index)
+                wrong = pd.Series(False, index=frame.index)
+
+            def msg(r, dy=dy, dtc=dtc, zero=zero, expected=expected, frame=frame):
+                message = "" if expected is None else \
+                    (f"{dy} " + as_text(frame[dy].loc[r]) + " but " + dtc + " and RFSTDTC give " + as_text(expected.loc[r]))
+                return pd.Series(np.where(zero.loc[r], f"{dy} is 0: there is no study day 0", message)).to_numpy()
             out.append(findings(rule, name, frame, zero | wrong, dy, msg))
     return out
 

@@ -76,8 +76,8 @@ def after_participation(ctx, rule):
         for col in dates:  # one finding per record: on its first late date variable
             hit = late[col] & ~any_late
             any_late |= late[col]
-            out.append(findings(rule, name, frame, hit, col,
-                                f"{col} " + as_text(frame[col]) + " is after RFPENDTC " + end))
+            out.append(findings(rule, name, frame, hit, col, lambda r, col=col, frame=frame, end=end: (
+                f"{col} " + as_text(frame[col].loc[r]) + " is after RFPENDTC " + end.loc[r]).to_numpy()))
         for subject, n in frame.loc[any_late, "USUBJID"].value_counts().items():
             late_subjects[subject] = late_subjects.get(subject, 0) + int(n)
     if late_subjects:
@@ -236,8 +236,9 @@ def epoch_matches_se(ctx, rule):
         expected = epoch_of(frame, date, se)
         actual = as_text(frame["EPOCH"])
         bad = (expected != "") & (actual != "") & (actual != expected)
-        out.append(findings(rule, name, frame, bad, "EPOCH",
-                            f"{date} " + as_text(frame[date]) + " lies in the subject's " + expected + " element"))
+        out.append(findings(rule, name, frame, bad, "EPOCH", lambda r, date=date, frame=frame, expected=expected: (
+            f"{date} " + as_text(frame[date].loc[r]) + " lies in the subject's " + expected.loc[r] + " element"
+        ).to_numpy()))
     return out
 
 
