@@ -11,9 +11,7 @@ set size sampled every 10 ms while the phase ran; "peak" is the process's ru_max
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -94,11 +92,9 @@ print(json.dumps({"phases": phases, "wall": time.perf_counter() - t0, "cpu": tim
 
 
 def _run(study: Path, out: Path, mode: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", RUN_ONE, str(study), str(out), mode], capture_output=True, text=True)
-    if proc.returncode:
-        print(proc.stderr, file=sys.stderr)
-        raise SystemExit(1)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from bench_sdtm import _run as run_in_own_process  # benchmarks/ is on sys.path when run as a script
+
+    return run_in_own_process(study, out, mode, RUN_ONE)
 
 
 def _table(r: dict) -> None:

@@ -31,10 +31,11 @@ print(json.dumps({"timings": result.timings, "source_rows": result.source_rows, 
 """
 
 
-def _run(study: Path, out: Path, mode: str) -> dict:
+def _run(study: Path, out: Path, mode: str, script: str = RUN_ONE) -> dict:
+    """Run ``script`` in its own process (its peak memory is its own) and return its last JSON line."""
     import json
 
-    proc = subprocess.run([sys.executable, "-c", RUN_ONE, str(study), str(out), mode], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", script, str(study), str(out), mode], capture_output=True, text=True)
     if proc.returncode:
         print(proc.stderr, file=sys.stderr)
         raise SystemExit(1)

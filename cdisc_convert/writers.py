@@ -31,7 +31,7 @@ import pandas as pd
 import pyreadstat
 
 from .errors import ConversionError
-from .text import as_text, is_plain_text, on_unique, shared_text
+from .text import as_text, char_lengths, is_plain_text, on_unique, shared_text
 
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 
@@ -95,7 +95,7 @@ def check_xpt_rules(ds: Dataset) -> dict[str, int]:
         texts[col] = text
         strings = text.tolist()
         if "".join(strings).isascii():  # one C pass; then characters are bytes
-            encoded_len = pd.Series(np.fromiter(map(len, strings), dtype=np.int64, count=len(strings)), index=text.index)
+            encoded_len = pd.Series(char_lengths(strings), index=text.index)
             non_ascii = pd.Series(False, index=text.index)
         else:
             encoded_len = text.map(lambda s: len(s.encode("utf-8")))

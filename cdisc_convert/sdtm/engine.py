@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..errors import ConversionError
 from ..metadata import Codelist, Sdtmig, load_sdtmig
-from ..text import as_text
+from ..text import as_text, char_lengths
 from ..spec import DomainSpec, Rule, Source, StudyConfig, load_domain_spec
 from . import derive
 from .rules import RuleContext, evaluate_condition, evaluate_rule
@@ -538,7 +538,7 @@ def split_long_text(frame: pd.DataFrame, meta, seq_var: str | None) -> tuple[pd.
         if var.type != "Char" or var.name not in frame.columns:
             continue
         values = as_text(frame[var.name])
-        lengths = np.fromiter(map(len, values.tolist()), dtype=np.int64, count=len(values))
+        lengths = char_lengths(values.tolist())
         for i in np.flatnonzero(lengths > 200):
             pieces = split_text_200(values.iloc[i])
             frame.iat[i, frame.columns.get_loc(var.name)] = pieces[0]
