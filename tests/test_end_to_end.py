@@ -164,3 +164,19 @@ def test_rerun_gives_identical_bytes(example_out, tmp_path):
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     for rel in files:
         assert (example_out / rel).read_bytes() == (again / rel).read_bytes(), rel
+
+
+def test_sdtm_working_frames_are_freed_once_their_dataset_and_lineage_are_built():
+    # memory: a domain's working frame (every EDC field carried per record) must not outlive its dataset
+    from cdisc_convert.metadata import load_terminology
+    from cdisc_convert.pipeline import convert_sdtm, read_edc
+    from cdisc_convert.sdtm.engine import load_specs
+    from cdisc_convert.spec import load_study_config
+
+    study = load_study_config(STUDY / "study.yaml")
+    raw, _files = read_edc(study, STUDY)
+    run, datasets, _se = convert_sdtm(study, load_specs(STUDY), raw, ct=load_terminology(None, STUDY))
+    assert {n: len(m.data) for n, m in run.domains.items() if n != "DM"} == {n: 0 for n in run.domains if n != "DM"}
+    assert all(m.supp is None for n, m in run.domains.items() if n != "DM")
+    assert len(run.lineage["LB"]) == len(datasets["LB"].data) and len(run.lineage["SUPPAE"]) == len(datasets["SUPPAE"].data)
+    assert "LB" in run.record_sources[run.lineage["LB"]["source"].iloc[0]]

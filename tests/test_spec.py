@@ -149,3 +149,11 @@ def test_numeric_type_rejects_text():
 def test_condition_needs_one_comparison():
     with pytest.raises(ValueError):
         Condition.model_validate({"field": "A"})
+
+
+def test_yaml_merge_key_is_refused_with_its_line(tmp_path):
+    path = write(tmp_path, "domain: AE\nsources:\n  - form: AE\nbase: &b {field: AETERM}\nvariables:\n"
+                           "  AETERM:\n    <<: *b\n")
+    with pytest.raises(ConversionError, match="merge keys") as err:
+        load_domain_spec(path)
+    assert err.value.spec == "xx.yaml:7"
