@@ -93,14 +93,19 @@ def derive_vars_dt(dataset: pd.DataFrame, dtc: str, new_prefix: str = "A", date_
 
 
 def derive_vars_dtm(dataset: pd.DataFrame, dtc: str, new_prefix: str = "A", date_imputation: str = "first",
-                    time_imputation: str = "first") -> pd.DataFrame:
+                    time_imputation: str = "first", highest_imputation: str = "M") -> pd.DataFrame:
     """``{prefix}DTM``, ``{prefix}DTF`` and ``{prefix}TMF`` (H when hours and minutes were imputed).
+    ``time_imputation``: a missing time is 00:00:00 (``first``) or 23:59:59 (``last``, admiral's
+    ``time_imputation = "last"``, e.g. the end of the last dose day).
 
     >>> f = derive_vars_dtm(pd.DataFrame({"EXSTDTC": ["2024-02-09T10:30", "2024-02-09"]}), "EXSTDTC", "AST")
     >>> f["ASTDTM"].dt.strftime("%H:%M").tolist(), f["ASTTMF"].tolist()
     (['10:30', '00:00'], ['', 'H'])
+    >>> derive_vars_dtm(pd.DataFrame({"EXENDTC": ["2024-02-09"]}), "EXENDTC", "TRTE",
+    ...                 time_imputation="last")["TRTEDTM"].dt.strftime("%H:%M:%S").tolist()
+    ['23:59:59']
     """
-    out = derive_vars_dt(dataset, dtc, new_prefix, date_imputation)
+    out = derive_vars_dt(dataset, dtc, new_prefix, date_imputation, highest_imputation)
     date = out.pop(f"{new_prefix}DT")
     text = out[dtc].fillna("").astype(str)
     has_time = text.str.len() >= 16
@@ -124,6 +129,115 @@ def derive_vars_dy(dataset: pd.DataFrame, reference_date: str, source_vars: dict
         delta = (pd.to_datetime(out[source]).dt.normalize() - ref).dt.days
         out[new] = delta.where(delta < 0, delta + 1).astype(float)
     return out
+
+
+def derive_vars_duration(dataset: pd.DataFrame, new_var: str, start_date: str, end_date: str,
+                         add_one: bool = True) -> pd.DataFrame:
+    """Duration in days from ``start_date`` to ``end_date``: end - start + 1 (both days counted,
+    admiral's default), or end - start with ``add_one=False`` (elapsed days, e.g. last dose to death).
+
+    >>> f = pd.DataFrame({"ASTDT": pd.to_datetime(["2024-01-01", None]), "AENDT": pd.to_datetime(["2024-01-03"] * 2)})
+    >>> derive_vars_duration(f, "ADURN", "ASTDT", "AENDT")["ADURN"].tolist()
+    [3.0, nan]
+    >>> derive_vars_duration(f, "ADURN", "ASTDT", "AENDT", add_one=False)["ADURN"].tolist()
+    [2.0, nan]
+    """
+    days = (pd.to_datetime(dataset[end_date]).dt.normalize() - pd.to_datetime(dataset[start_date]).dt.normalize()).dt.days
+    return dataset.assign(**{new_var: (days + (1 if add_one else 0)).astype(float)})
+
+
+def derive_var_obs_number(dataset: pd.DataFrame, by_vars: list[str], order: list[str], new_var: str = "ASEQ"
+                          ) -> pd.DataFrame:
+    """1, 2, ... per ``by_vars`` group in ``order`` (ties keep input order; missing values first).
+
+    >>> f = pd.DataFrame({"USUBJID": ["1", "1", "2"], "ADT": [5, 3, 1]})
+    >>> derive_var_obs_number(f, ["USUBJID"], ["ADT"])["ASEQ"].tolist()
+    [2.0, 1.0, 1.0]
+    """
+    ordered = dataset.sort_values([*by_vars, *order], kind="stable", na_position="first")
+    number = ordered.groupby(by_vars, sort=False, dropna=False).cumcount() + 1
+    return dataset.assign(**{new_var: number.reindex(dataset.index).astype(float)})
+
+
+def derive_summary_records(dataset: pd.DataFrame, by_vars: list[str], analysis: dict[str, str],
+                           filter_: pd.Series | None = None) -> pd.DataFrame:
+    """Summary records (admiral ``derive_summary_records``): one per ``by_vars`` group of the
+    records meeting ``filter_``, each ``analysis`` variable summarised by its function (mean,
+    median, min, max, sum, count, first, last; missing values ignored). Returns the new records
+    only, with ``by_vars``, the analysis variables and the lineage of the records summarised.
+
+    >>> f = pd.DataFrame({"USUBJID": ["1", "1", "1"], "AVISIT": ["W2", "W2", "W4"], "AVAL": [120.0, 130.0, 110.0],
+    ...                   "__src": ["VS.VSSEQ=1", "VS.VSSEQ=2", "VS.VSSEQ=3"]})
+    >>> derive_summary_records(f, ["USUBJID", "AVISIT"], {"AVAL": "mean"}).values.tolist()
+    [['1', 'W2', 125.0, 'VS.VSSEQ=1 + VS.VSSEQ=2'], ['1', 'W4', 110.0, 'VS.VSSEQ=3']]
+    """
+    rows = dataset if filter_ is None else dataset[filter_.reindex(dataset.index).fillna(False).astype(bool)]
+    grouped = rows.groupby(by_vars, sort=False, dropna=False)
+    out = grouped.agg(**{var: (var, fn) for var, fn in analysis.items()})
+    if SRC in rows.columns:
+        out[SRC] = grouped[SRC].agg(" + ".join)
+    out = out.reset_index()
+    for var, fn in analysis.items():
+        if fn == "count":
+            out[var] = out[var].astype(float)
+    return out
+
+
+def derive_extreme_records(dataset: pd.DataFrame, by_vars: list[str], order: list[str], mode: str = "last",
+                           filter_: pd.Series | None = None) -> pd.DataFrame:
+    """Copies of the first or last record per ``by_vars`` group in ``order`` among those meeting
+    ``filter_`` (admiral ``derive_extreme_records``, e.g. a last-on-treatment record); the caller
+    sets what marks them (AVISIT, DTYPE ...). Returns the new records only.
+
+    >>> f = pd.DataFrame({"USUBJID": ["1", "1", "2"], "ADT": [1, 2, 1], "AVAL": [5.0, 6.0, 7.0]})
+    >>> derive_extreme_records(f, ["USUBJID"], ["ADT"])["AVAL"].tolist()
+    [6.0, 7.0]
+    """
+    rows = dataset if filter_ is None else dataset[filter_.reindex(dataset.index).fillna(False).astype(bool)]
+    ordered = rows.sort_values(order, kind="stable", na_position="first")
+    grouped = ordered.groupby(by_vars, sort=False, dropna=False)
+    picked = grouped.tail(1) if mode == "last" else grouped.head(1)
+    return picked.sort_values(by_vars, kind="stable").reset_index(drop=True)
+
+
+def derive_vars_joined(dataset: pd.DataFrame, dataset_add: pd.DataFrame, by_vars: list[str], new_vars: dict[str, str],
+                       join_filter: Callable[[pd.DataFrame], pd.Series], order: list[str], mode: str = "last"
+                       ) -> pd.DataFrame:
+    """Variables from the ``dataset_add`` record that meets a condition between the two records
+    (admiral ``derive_vars_joined``): each record is paired with every ``dataset_add`` record of
+    its ``by_vars`` group, ``join_filter`` keeps pairs, and the first or last kept pair in
+    ``order`` gives ``new_vars`` (``{NEW: ADD_VAR}``). Records without a pair get missing values.
+    Variables of ``dataset_add`` that the dataset also has (other than ``by_vars``) are seen under
+    their own name from ``dataset_add`` only through ``new_vars``/``order``; keep names distinct.
+
+    >>> ae = pd.DataFrame({"USUBJID": ["1", "1"], "ASTDT": pd.to_datetime(["2024-01-05", "2023-12-01"])})
+    >>> ex = pd.DataFrame({"USUBJID": ["1", "1"], "EXSTDT": pd.to_datetime(["2024-01-01", "2024-01-04"]),
+    ...                    "EXDOSE": [54.0, 81.0]})
+    >>> r = derive_vars_joined(ae, ex, ["USUBJID"], {"DOSEON": "EXDOSE"}, lambda p: p["EXSTDT"] <= p["ASTDT"], ["EXSTDT"])
+    >>> r["DOSEON"].tolist()
+    [81.0, nan]
+    """
+    wanted = list(dict.fromkeys([*by_vars, *new_vars.values(), *order]))
+    clash = [c for c in wanted if c in dataset.columns and c not in by_vars]
+    if clash:
+        raise ValueError(f"{clash[0]} is in both datasets; copy it to another name first")
+    row = "__joined_row"
+    left = dataset.drop(columns=[c for c in new_vars if c in dataset.columns]).assign(**{row: np.arange(len(dataset))})
+    add = dataset_add[[c for c in wanted if c in dataset_add.columns]]
+    pairs = left.merge(add, on=by_vars, how="inner", sort=False)
+    pairs = pairs[join_filter(pairs).to_numpy()]
+    pairs = pairs.sort_values([row, *order], kind="stable", na_position="first")
+    picked = pairs.groupby(row, sort=False).tail(1) if mode == "last" else pairs.groupby(row, sort=False).head(1)
+    out = left.copy(deep=False)
+    position = pd.Series(np.arange(len(picked)), index=picked[row].to_numpy())
+    at = position.reindex(np.arange(len(dataset))).to_numpy()
+    found = ~np.isnan(at)
+    for new, old in new_vars.items():
+        values = picked[old].reset_index(drop=True)
+        column = values.reindex(np.where(found, at, -1).astype(int))
+        column.index = dataset.index
+        out[new] = column
+    return out.drop(columns=row).set_axis(dataset.index)
 
 
 def derive_var_extreme_flag(dataset: pd.DataFrame, by_vars: list[str], order: list[str], new_var: str,
@@ -292,9 +406,10 @@ def derive_var_trtemfl(dataset: pd.DataFrame, start_date: str = "ASTDT", end_dat
 
 
 def derive_param_computed(dataset: pd.DataFrame, by_vars: list[str], parameters: list[str],
-                          compute: Callable[[pd.DataFrame], pd.Series], new_paramcd: str, new_param: str,
+                          compute: Callable[[pd.DataFrame], pd.Series], new_paramcd: str, new_param: str | None,
                           value_var: str = "AVAL", keep: list[str] | None = None,
-                          text_parameters: Iterable[str] = ()) -> pd.DataFrame:
+                          text_parameters: Iterable[str] = (), constant_parameters: Iterable[str] = (),
+                          constant_by_vars: list[str] | None = None) -> pd.DataFrame:
     """New parameter records computed from other parameters' records with the same ``by_vars``
     (e.g. subject and date), only where every input parameter is present. ``compute`` gets one
     wide row per group with a column per input parameter and returns AVAL. The lineage column
@@ -305,7 +420,44 @@ def derive_param_computed(dataset: pd.DataFrame, by_vars: list[str], parameters:
     >>> r = derive_param_computed(f, ["USUBJID", "ADT"], ["A", "B"], lambda w: w["A"] * w["B"], "AB", "A times B")
     >>> r[["PARAMCD", "AVAL", "__src"]].values.tolist()
     [['AB', 6.0, 'LB.LBSEQ=1 + LB.LBSEQ=2']]
+
+    ``constant_parameters`` (e.g. HEIGHT for BMI) are measured once: their last non-missing value
+    per ``constant_by_vars`` group (the subject) joins every group of the other inputs.
+
+    >>> v = pd.DataFrame({"USUBJID": ["1"] * 3, "ADT": [0, 1, 2], "PARAMCD": ["HEIGHT", "WEIGHT", "WEIGHT"],
+    ...                   "AVAL": [200.0, 80.0, 84.0]})
+    >>> derive_param_computed(v, ["USUBJID", "ADT"], ["WEIGHT"], lambda w: w["WEIGHT"] / (w["HEIGHT"] / 100) ** 2,
+    ...                       "BMI", None, constant_parameters=["HEIGHT"], constant_by_vars=["USUBJID"])["AVAL"].tolist()
+    [20.0, 21.0]
     """
+    constant = [p for p in constant_parameters]
+    if constant:
+        others = dataset[~dataset["PARAMCD"].isin(constant)]
+        fixed = dataset[dataset["PARAMCD"].isin(constant) & dataset[value_var].notna()]
+        fixed = fixed.drop_duplicates([*(constant_by_vars or ["USUBJID"]), "PARAMCD"], keep="last")
+        wide_fixed = fixed.pivot(index=constant_by_vars or ["USUBJID"], columns="PARAMCD", values=value_var)
+        if any(p not in wide_fixed.columns for p in constant):
+            return dataset.iloc[0:0].assign(PARAMCD=pd.Series(dtype=object))
+        src_fixed = fixed.groupby(constant_by_vars or ["USUBJID"], sort=False)[SRC].agg(" + ".join) \
+            if SRC in fixed.columns else None
+
+        def with_constants(wide: pd.DataFrame) -> pd.DataFrame:
+            joined = wide.reset_index().merge(wide_fixed[constant].reset_index(), on=constant_by_vars or ["USUBJID"],
+                                              how="inner").set_index(by_vars)
+            return joined.dropna(subset=constant)
+        result = _param_computed(others, by_vars, [p for p in parameters if p not in constant], compute, new_paramcd,
+                                 new_param, value_var, keep, text_parameters, _wide_hook=with_constants)
+        if src_fixed is not None and SRC in result.columns and len(result):
+            extra = pd.MultiIndex.from_frame(result[constant_by_vars or ["USUBJID"]]) \
+                if len(constant_by_vars or ["USUBJID"]) > 1 else result[(constant_by_vars or ["USUBJID"])[0]]
+            result[SRC] = src_fixed.reindex(extra).fillna("").to_numpy() + " + " + result[SRC]
+        return result
+    return _param_computed(dataset, by_vars, parameters, compute, new_paramcd, new_param, value_var, keep,
+                           text_parameters)
+
+
+def _param_computed(dataset, by_vars, parameters, compute, new_paramcd, new_param, value_var="AVAL", keep=None,
+                    text_parameters=(), _wide_hook=None) -> pd.DataFrame:
     inputs = dataset[dataset["PARAMCD"].isin(parameters)]
     inputs = inputs.drop_duplicates([*by_vars, "PARAMCD"], keep="last")
     text = set(text_parameters)
@@ -316,6 +468,8 @@ def derive_param_computed(dataset: pd.DataFrame, by_vars: list[str], parameters:
     complete = wide.dropna(subset=[p for p in parameters if p in wide.columns])
     if any(p not in wide.columns for p in parameters) or complete.empty:
         return dataset.iloc[0:0].assign(PARAMCD=pd.Series(dtype=object))
+    if _wide_hook is not None:
+        complete = _wide_hook(complete)
     complete = complete.astype({p: float for p in parameters if p not in text and p in complete.columns})
     values = compute(complete)
     src = inputs.groupby(by_vars, sort=False)[SRC].agg(" + ".join) if SRC in inputs.columns else None
@@ -323,7 +477,9 @@ def derive_param_computed(dataset: pd.DataFrame, by_vars: list[str], parameters:
     result = complete.reset_index()[by_vars].copy()
     for col in keep or []:
         result[col] = first[col].reindex(complete.index).values
-    result["PARAMCD"], result["PARAM"] = new_paramcd, new_param
+    result["PARAMCD"] = new_paramcd
+    if new_param is not None:
+        result["PARAM"] = new_param
     result[value_var] = values.values.astype(float)
     if src is not None:
         result[SRC] = src.reindex(complete.index).values

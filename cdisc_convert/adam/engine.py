@@ -18,9 +18,12 @@ from ..spec import Condition
 from ..sdtm.rules import RuleContext, evaluate_condition
 from ..text import as_text
 from . import derive, scores
-from .spec import (AddRecords, AdamSpec, Anrind, Assign, Baseline, Concat, Copy, Count, DateStep, DropRecords,
-                   Duration, ExtremeFlag, Flag, Groups, Merge, MergeSupp, ParamComputed, Recode, RelativeDay, Shift,
-                   Start, Tte, Trtemfl, Windows)
+from ..expr import ExpressionError, condition as expression_condition, evaluate as evaluate_expression
+from ..expr import parse as parse_expression
+from .spec import (AddRecords, AdamSpec, Anrind, Assign, Base, Baseline, CaseWhen, Chg, Concat, Copy, Count, DateStep,
+                   DropRecords, Duration, ExtremeEvent, ExtremeFlag, ExtremeRecords, Flag, Groups, Merge, MergeJoined,
+                   MergeSupp, ParamComputed, Pchg, Recode, RelativeDay, Restrict, Seq, Shift, Start, Summary, Tte,
+                   Trtemfl, ValueOf, Windows)
 
 SRC = derive.SRC
 
@@ -63,12 +66,60 @@ def with_lineage(domain: str, frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _mask(cond: Condition | None, frame: pd.DataFrame, spec: AdamSpec, where: tuple) -> pd.Series:
+def _mask(cond: Condition | str | None, frame: pd.DataFrame, spec: AdamSpec, where: tuple) -> pd.Series:
     if cond is None:
         return pd.Series(True, index=frame.index)
+    if isinstance(cond, str):
+        return _expression(cond, "condition", frame, spec, where)
     rows = frame if SRC in frame.columns else frame.assign(**{SRC: spec.dataset})
     ctx = RuleContext(rows, frame, {}, {}, spec.dataset, spec.dataset, spec.line_of)
     return evaluate_condition(cond, ctx, where)
+
+
+def _expression(text: str, kind: str, frame: pd.DataFrame, spec: AdamSpec, where: tuple) -> pd.Series:
+    """Evaluate an expression of the spec over ``frame`` (a condition: which records it holds for)."""
+    try:
+        expr = parse_expression(text, kind)
+        missing = sorted(n for n in expr.names if n not in frame.columns)
+        if missing:
+            raise ConversionError(f"expression '{text}' uses variable {missing[0]}, which the dataset does not have",
+                                  dataset=spec.dataset, field=missing[0], spec=spec.line_of(*where))
+        if kind == "condition":
+            return expression_condition(expr, frame)
+        return evaluate_expression(expr, {n: frame[n] for n in expr.names}, frame.index)
+    except ExpressionError as exc:
+        raise ConversionError(str(exc), dataset=spec.dataset, spec=spec.line_of(*where)) from None
+
+
+def _value(setting, frame: pd.DataFrame, spec: AdamSpec, where: tuple) -> pd.Series:
+    """A ``set``/``assign`` value per record: a literal (``null``: missing), ``{var}``, ``{expr}``, ``{dtc}``."""
+    if isinstance(setting, ValueOf):
+        if setting.var is not None:
+            _need(frame, [setting.var], spec, where)
+            return frame[setting.var]
+        if setting.expr is not None:
+            return _expression(setting.expr, "value", frame, spec, where)
+        _need(frame, [setting.dtc], spec, where)
+        return derive.impute_dtc_date(frame[setting.dtc], setting.imputation, setting.highest)[0]
+    if setting is None:
+        return pd.Series(np.nan, index=frame.index, dtype=object)
+    if isinstance(setting, bool):
+        setting = "Y" if setting else "N"
+    return pd.Series(setting, index=frame.index, dtype=float if isinstance(setting, (int, float)) else object)
+
+
+def _settle(values: pd.Series) -> pd.Series:
+    """A new variable's column: text with ``""`` for missing, else numbers or dates as they are."""
+    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+        non_missing = values.dropna()
+        if len(non_missing) and not all(isinstance(v, str) for v in non_missing.iloc[:1000]):
+            numeric = pd.to_numeric(values, errors="coerce")
+            if numeric.notna().sum() == len(non_missing):
+                return numeric.astype(float)
+        return values.astype(object).where(values.notna(), "")
+    if values.dtype == "boolean":
+        return values.astype(object).where(values.notna(), "")
+    return values
 
 
 def _need(frame: pd.DataFrame, columns, spec: AdamSpec, where: tuple) -> None:
@@ -85,7 +136,16 @@ def _item_number(code: str) -> int:
 
 def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i: int) -> pd.DataFrame:
     """Apply one spec step to the dataset being built (``frame`` is None before ``start``)."""
-    where = ("steps", i)
+    where = ("steps", i) if isinstance(i, int) else i
+
+    def get(name: str, needs: Iterable[str] = ()) -> pd.DataFrame:
+        if name == spec.dataset:  # the dataset being derived, as it stands
+            if frame is None:
+                raise ConversionError(f"{name} has no records before its 'start' step", dataset=spec.dataset,
+                                      spec=spec.line_of(*where))
+            return frame
+        return run.get(name, needs)
+
     if isinstance(step, Start):
         source = run.get(step.from_)
         base = source if SRC in source.columns else with_lineage(step.from_, source)
@@ -93,15 +153,33 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
     if frame is None:
         raise ConversionError("the first step must be 'start'", dataset=spec.dataset, spec=spec.line_of(*where))
     if isinstance(step, Merge):
-        wanted = list(step.vars.values() if isinstance(step.vars, dict) else step.vars)
-        other = run.get(step.from_, [*step.by, *wanted, *(step.filter.fields() if step.filter else [])])
+        if step.vars == "all":
+            other = get(step.from_)
+            skip = {*step.by, *step.except_, SRC}
+            new_vars = [c for c in other.columns if c not in skip]
+        else:
+            new_vars = step.vars
+            wanted = list(step.vars.values() if isinstance(step.vars, dict) else step.vars)
+            other = get(step.from_, [*step.by, *wanted, *(step.filter.fields() if isinstance(step.filter, Condition)
+                                                          else [])])
         _need(frame, step.by, spec, where)
-        _need(other, [*step.by, *(step.vars.values() if isinstance(step.vars, dict) else step.vars)], spec, where)
+        _need(other, [*step.by, *(new_vars.values() if isinstance(new_vars, dict) else new_vars)], spec, where)
         flt = _mask(step.filter, other, spec, where) if step.filter else None
         try:
-            return derive.derive_vars_merged(frame, other, step.by, step.vars, flt, step.order, step.mode)
+            out = derive.derive_vars_merged(frame, other, step.by, new_vars, flt, step.order, step.mode)
         except ValueError as exc:
             raise ConversionError(str(exc), dataset=spec.dataset, spec=spec.line_of(*where)) from None
+        if step.missing:
+            matched = derive.derive_vars_merged(frame[step.by], other.assign(_hit=True), step.by, ["_hit"], flt,
+                                                step.order, step.mode)["_hit"].notna().to_numpy() \
+                if step.order or flt is not None else None
+            if matched is None:
+                matched = frame[step.by].merge(other[step.by].drop_duplicates().assign(_hit=True), on=step.by,
+                                               how="left")["_hit"].notna().to_numpy()
+            for var, value in step.missing.items():
+                out[var] = _settle(out[var].where(matched, value) if var in out.columns else
+                                   pd.Series(np.where(matched, np.nan, value), index=out.index))
+        return out
     if isinstance(step, MergeSupp):
         supp = run.get(f"SUPP{step.domain}")
         rows = supp[supp["QNAM"] == step.qnam]
@@ -124,15 +202,7 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
         return frame.assign(**{new: value for new, value in step.vars.items()})
     if isinstance(step, Recode):
         _need(frame, [step.var], spec, where)
-        text = as_text(frame[step.var])
-        table = {str(k): v for k, v in step.values.items()}
-        mapped = text.map(table)
-        unmapped = mapped.isna() & (text != "")
-        if unmapped.any():
-            raise ConversionError(f"value '{text[unmapped].iloc[0]}' of {step.var} has no entry in the recode",
-                                  dataset=spec.dataset, field=step.var, spec=spec.line_of(*where, "values"))
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in table.values())
-        return frame.assign(**{step.new: mapped.astype(float) if numeric else mapped.fillna("")})
+        return frame.assign(**{step.new: _recode(step, frame, spec, where)})
     if isinstance(step, Concat):
         result = pd.Series("", index=frame.index, dtype=object)
         for part in step.parts:
@@ -160,7 +230,8 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
         _need(frame, [step.dtc], spec, where)
         out = derive.derive_vars_dt(frame, step.dtc, step.prefix, step.imputation, step.highest, step.flag)
         if step.time:
-            dtm = derive.derive_vars_dtm(frame, step.dtc, step.prefix, step.imputation)
+            dtm = derive.derive_vars_dtm(frame, step.dtc, step.prefix, step.imputation, step.time_imputation,
+                                         step.highest)
             out[f"{step.prefix}DTM"] = dtm[f"{step.prefix}DTM"]
             out[f"{step.prefix}TMF"] = dtm[f"{step.prefix}TMF"]
         for old, new in step.names.items():
@@ -172,8 +243,10 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
         return derive.derive_vars_dy(frame, step.reference, step.vars)
     if isinstance(step, Duration):
         _need(frame, [step.start, step.end], spec, where)
-        days = (frame[step.end] - frame[step.start]).dt.days + 1
-        return frame.assign(**{step.new: days.astype(float)})
+        out = derive.derive_vars_duration(frame, step.new, step.start, step.end, step.add_one)
+        if step.unit_var:
+            out[step.unit_var] = np.where(out[step.new].notna(), step.unit, "")
+        return out
     if isinstance(step, ExtremeFlag):
         _need(frame, [*step.by, *step.order], spec, where)
         flt = _mask(step.filter, frame, spec, where) if step.filter else None
@@ -228,15 +301,169 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
     if isinstance(step, DropRecords):
         return frame[~_mask(step.when, frame, spec, where)].reset_index(drop=True)
     if isinstance(step, ParamComputed):
-        return pd.concat([frame, computed_parameters(step, frame, spec, where)], ignore_index=True)
+        added = computed_parameters(step, frame, spec, where)
+        for var, value in step.assign.items():
+            added[var] = _settle(_value(value, added, spec, (*where, "assign", var)))
+        return _append(frame, added) if step.formula is not None else pd.concat([frame, added], ignore_index=True)
     if isinstance(step, Tte):
         return pd.concat([frame, time_to_event(step, frame, run, spec, where)], ignore_index=True)
+    if isinstance(step, Base):
+        _need(frame, [*step.by, step.var, step.flag], spec, where)
+        out = derive.derive_var_base(frame, step.by, step.var, step.new, step.flag)
+        return out.assign(**{step.new: _settle(out[step.new])})
+    if isinstance(step, Chg):
+        _need(frame, ["AVAL", "BASE"], spec, where)
+        return derive.derive_var_chg(frame)
+    if isinstance(step, Pchg):
+        _need(frame, ["AVAL", "BASE"], spec, where)
+        return derive.derive_var_pchg(frame)
+    if isinstance(step, Summary):
+        _need(frame, [*step.by, *step.analysis], spec, where)
+        flt = _mask(step.filter, frame, spec, where) if step.filter else None
+        added = derive.derive_summary_records(frame, step.by, step.analysis, flt)
+        for var, value in step.assign.items():
+            added[var] = _settle(_value(value, added, spec, (*where, "assign", var)))
+        return _append(frame, added)
+    if isinstance(step, ExtremeRecords):
+        source = get(step.from_ or spec.dataset)
+        source = source if SRC in source.columns else with_lineage(step.from_, source)
+        _need(source, [*step.by, *step.order], spec, where)
+        flt = _mask(step.filter, source, spec, where) if step.filter else None
+        added = derive.derive_extreme_records(source, step.by, step.order, step.mode, flt)
+        for var, value in step.assign.items():
+            added[var] = _settle(_value(value, added, spec, (*where, "assign", var)))
+        return _append(frame, added)
+    if isinstance(step, ExtremeEvent):
+        return extreme_event(step, frame, get, spec, where)
+    if isinstance(step, CaseWhen):
+        return case_when(step, frame, spec, where)
+    if isinstance(step, MergeJoined):
+        other = get(step.from_)
+        _need(frame, step.by, spec, where)
+        _need(other, [*step.by, *step.vars.values()], spec, where)
+        add = other[_mask(step.filter, other, spec, where)] if step.filter else other
+        test = lambda pairs: _mask(step.join, pairs, spec, (*where, "join"))
+        try:
+            out = derive.derive_vars_joined(frame, add, step.by, step.vars, test, step.order, step.mode)
+        except ValueError as exc:
+            raise ConversionError(str(exc), dataset=spec.dataset, spec=spec.line_of(*where)) from None
+        return out.assign(**{v: _settle(out[v]) for v in step.vars})
+    if isinstance(step, Seq):
+        _need(frame, [*step.by, *step.order], spec, where)
+        return derive.derive_var_obs_number(frame, step.by, step.order, step.new)
+    if isinstance(step, Restrict):
+        return restrict(step, frame, run, spec, where)
     raise AssertionError(type(step))
 
 
+def _append(frame: pd.DataFrame, added: pd.DataFrame) -> pd.DataFrame:
+    """Records added to a dataset: text variables they do not have are empty, not NaN."""
+    out = pd.concat([frame, added], ignore_index=True)
+    for col in frame.columns:
+        if col not in added.columns and frame[col].dtype == object:
+            out[col] = out[col].fillna("")
+    for col in added.columns:
+        if col not in frame.columns and added[col].dtype == object:
+            out[col] = out[col].fillna("")
+    return out
+
+
+def _recode(step: Recode, frame: pd.DataFrame, spec: AdamSpec, where: tuple) -> pd.Series:
+    text = as_text(frame[step.var])
+    table = {str(k): v for k, v in step.values.items()}
+    known = text.isin(list(table)) | (text == "")
+    mapped = text.map(table)
+    if not known.all():
+        if "default" not in step.model_fields_set:  # default: null is a default (missing)
+            raise ConversionError(f"value '{text[~known].iloc[0]}' of {step.var} has no entry in the recode (add it, "
+                                  f"or give a default)", dataset=spec.dataset, field=step.var,
+                                  spec=spec.line_of(*where, "values"))
+        mapped = mapped.where(known, _value(step.default, frame, spec, (*where, "default")))
+    present = [v for v in table.values() if v is not None]
+    numeric = bool(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+    return pd.to_numeric(mapped, errors="coerce").astype(float) if numeric else _settle(mapped)
+
+
+def case_when(step: CaseWhen, frame: pd.DataFrame, spec: AdamSpec, where: tuple) -> pd.DataFrame:
+    """``case``: the first case that holds sets its values; records no case holds for get ``else``."""
+    names = list(dict.fromkeys([*(v for c in step.cases for v in c.set), *step.else_]))
+    chosen = pd.Series(-1, index=frame.index)
+    for k, case in enumerate(step.cases):
+        hit = _mask(case.when, frame, spec, (*where, "cases", k, "when")) & (chosen < 0)
+        chosen[hit] = k
+    out = frame.copy(deep=False)
+    for name in names:
+        column = pd.Series(np.nan, index=frame.index, dtype=object)
+        for k, case in enumerate(step.cases):
+            if name in case.set:
+                hit = (chosen == k).to_numpy()
+                if hit.any():
+                    column = column.where(~hit, _value(case.set[name], frame, spec, (*where, "cases", k, "set", name)))
+        if name in step.else_:
+            rest = (chosen < 0).to_numpy()
+            column = column.where(~rest, _value(step.else_[name], frame, spec, (*where, "else", name)))
+        out[name] = _settle(column.infer_objects())
+    return out
+
+
+def extreme_event(step: ExtremeEvent, frame: pd.DataFrame, get, spec: AdamSpec, where: tuple) -> pd.DataFrame:
+    """``extreme_event``: candidates from every event, first or last per ``by`` group in ``order``."""
+    parts = []
+    for k, event in enumerate(step.events):
+        at = (*where, "events", k)
+        source = get(event.from_)
+        _need(source, step.by, spec, at)
+        rows = source[_mask(event.filter, source, spec, at)] if event.filter else source
+        part = rows[step.by].copy()
+        for var, value in event.set.items():
+            part[var] = _value(value, rows, spec, (*at, "set", var)).to_numpy()
+        missing = [v for v in [*step.new, *step.order] if v not in part.columns]
+        if missing:
+            raise ConversionError(f"event {k + 1} does not set {missing[0]}", dataset=spec.dataset, field=missing[0],
+                                  spec=spec.line_of(*at))
+        parts.append(part.assign(_event=k))
+    candidates = pd.concat(parts, ignore_index=True)
+    for var in step.order:  # mixed sources: dates with dates, numbers with numbers
+        if candidates[var].dtype == object:
+            candidates[var] = pd.to_numeric(candidates[var], errors="coerce")
+    try:
+        out = derive.derive_vars_merged(frame, candidates, step.by, step.new, None, [*step.order, "_event"], step.mode)
+    except ValueError as exc:
+        raise ConversionError(str(exc), dataset=spec.dataset, spec=spec.line_of(*where)) from None
+    for var in step.new:
+        out[var] = _settle(out[var])
+    return out
+
+
+def restrict(step: Restrict, frame: pd.DataFrame, run: AdamRun, spec: AdamSpec, where: tuple) -> pd.DataFrame:
+    """``restrict``: the nested steps see only the records meeting ``where``; order is kept."""
+    mask = _mask(step.where, frame, spec, (*where, "where"))
+    order = "__restrict_row"
+    numbered = frame.assign(**{order: np.arange(len(frame), dtype=float)})
+    part = numbered[mask.to_numpy()].reset_index(drop=True)
+    for k, inner in enumerate(step.steps):
+        if isinstance(inner, (Start, Restrict)):
+            raise ConversionError(f"'{inner.derive}' cannot be restricted", dataset=spec.dataset,
+                                  spec=spec.line_of(*where, "steps", k))
+        part = apply_step(inner, part, run, spec, (*where, "steps", k))
+    out = _append(numbered[~mask.to_numpy()], part)
+    # records keep their places; records the nested steps added (summaries ...) come last
+    out = out.sort_values(order, kind="stable", na_position="last").drop(columns=order).reset_index(drop=True)
+    return out
+
+
 def computed_parameters(step: ParamComputed, frame: pd.DataFrame, spec: AdamSpec, where: tuple) -> pd.DataFrame:
-    """Records of parameters derived from other parameters (MELD, Child-Pugh, questionnaire scores)."""
+    """Records of parameters derived from other parameters (a formula; MELD, Child-Pugh, questionnaire scores)."""
     by, keep = step.by, step.keep
+    if step.filter is not None:
+        frame = frame[_mask(step.filter, frame, spec, (*where, "filter"))]
+    if step.formula is not None:
+        expr = parse_expression(step.formula, "number")
+        _need(frame, [*by, "PARAMCD", "AVAL"], spec, where)
+        constant = [p for p in step.constant if p in expr.names]
+        return derive.derive_param_computed(
+            frame, by, sorted(expr.names), lambda w: evaluate_expression(expr, {n: w[n] for n in expr.names}, w.index),
+            step.paramcd, step.param, keep=keep, constant_parameters=constant, constant_by_vars=step.constant_by)
     if step.function == "meld":
         p = step.inputs
         return derive.derive_param_computed(

@@ -12,12 +12,57 @@ Example (``mappings/nct05948982/adam/adae.yaml`` is a full one):
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
+from ..errors import ConversionError
+from ..expr import ExpressionError, parse
 from ..spec import Condition, Scalar, Strict, _validate
+
+
+def _expression(kind: str):
+    def check(text: str) -> str:
+        try:
+            parse(text, kind)
+        except ExpressionError as exc:
+            raise ValueError(str(exc)) from None
+        return text
+    return AfterValidator(check)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a value a dataset can hold (XPT and Dataset-JSON need finite numbers)")
+    return value
+
+
+#: a row filter: a structured condition, or an expression text such as ``"ADT <= TRTSDT and present(AVAL)"``
+Filter = Union[Annotated[str, _expression("condition")], Condition]
+#: a literal value (``null`` for missing); numbers must be finite
+Literal_ = Annotated[Optional[Scalar], AfterValidator(_finite)]
+
+
+class ValueOf(Strict):
+    """A value computed per record: ``{var: X}``, ``{expr: "AVAL * 2"}`` or ``{dtc: AESTDTC}`` (the
+    date of an ISO 8601 --DTC, partial dates imputed as ``imputation``/``highest`` say)."""
+
+    var: Optional[str] = None
+    expr: Optional[Annotated[str, _expression("value")]] = None
+    dtc: Optional[str] = None
+    imputation: Literal["first", "last"] = "first"
+    highest: Literal["D", "M"] = "M"
+
+    @model_validator(mode="after")
+    def _one(self):
+        if [self.var, self.expr, self.dtc].count(None) != 2:
+            raise ValueError("a value is exactly one of var, expr, dtc")
+        return self
+
+
+Setting = Union[ValueOf, Literal_]
 
 
 class Start(Strict):
@@ -25,7 +70,7 @@ class Start(Strict):
 
     derive: Literal["start"]
     from_: str = Field(alias="from")
-    filter: Optional[Condition] = None
+    filter: Optional[Filter] = None
 
 
 class Merge(Strict):
@@ -34,10 +79,12 @@ class Merge(Strict):
     derive: Literal["merge"]
     from_: str = Field(alias="from")
     by: list[str]
-    vars: Union[dict[str, str], list[str]]
-    filter: Optional[Condition] = None
+    vars: Union[dict[str, str], list[str], Literal["all"]]
+    except_: list[str] = Field([], alias="except")  # with vars: all, the variables not to add
+    filter: Optional[Filter] = None
     order: Optional[list[str]] = None
     mode: Literal["first", "last"] = "last"
+    missing: dict[str, Literal_] = {}  # value for records with no match (admiral missing_values)
 
 
 class MergeSupp(Strict):
@@ -56,7 +103,7 @@ class Count(Strict):
     from_: str = Field(alias="from")
     by: list[str] = ["USUBJID"]
     new: str
-    filter: Optional[Condition] = None
+    filter: Optional[Filter] = None
 
 
 class Copy(Strict):
@@ -70,16 +117,18 @@ class Assign(Strict):
     """Set variables to fixed values: ``{NEW: value}``."""
 
     derive: Literal["assign"]
-    vars: dict[str, Scalar]
+    vars: dict[str, Literal_]
 
 
 class Recode(Strict):
-    """``new`` from ``var`` through a table of values (unmapped values are an error)."""
+    """``new`` from ``var`` through a table of values; ``null`` in the table gives a missing value.
+    A value not in the table is an error unless ``default`` says what it gets."""
 
     derive: Literal["recode"]
     var: str
     new: str
-    values: dict[str, Scalar]
+    values: dict[str, Literal_]
+    default: Optional[Setting] = None
 
 
 class Concat(Strict):
@@ -96,7 +145,7 @@ class Flag(Strict):
 
     derive: Literal["flag"]
     new: str
-    when: Condition
+    when: Filter
 
 
 class Groups(Strict):
@@ -118,6 +167,7 @@ class DateStep(Strict):
     imputation: Literal["first", "last"] = "first"
     highest: Literal["D", "M"] = "M"
     time: bool = False
+    time_imputation: Literal["first", "last"] = "first"  # a missing time: 00:00:00 or 23:59:59
     flag: bool = True
     names: dict[str, str] = {}  # rename outputs, e.g. {TRTSDTF: ""} to drop, {ASTTMF: ATMF}
 
@@ -129,12 +179,16 @@ class RelativeDay(Strict):
 
 
 class Duration(Strict):
-    """Days from ``start`` to ``end`` inclusive (end - start + 1)."""
+    """Days from ``start`` to ``end``: end - start + 1 (``add_one: false``: end - start); with
+    ``unit_var``, that variable gets ``unit`` where the duration is known."""
 
     derive: Literal["duration"]
     start: str
     end: str
     new: str
+    add_one: bool = True
+    unit_var: Optional[str] = None
+    unit: str = "DAYS"
 
 
 class ExtremeFlag(Strict):
@@ -143,7 +197,7 @@ class ExtremeFlag(Strict):
     order: list[str]
     new: str
     mode: Literal["first", "last"] = "last"
-    filter: Optional[Condition] = None
+    filter: Optional[Filter] = None
 
 
 class Baseline(Strict):
@@ -188,15 +242,30 @@ class Trtemfl(Strict):
 
 
 class ParamComputed(Strict):
-    """Parameters computed from other parameters of the same subject and date."""
+    """Parameters computed from other parameters of the same ``by`` group: a library score
+    (``function``) or a ``formula`` over PARAMCDs (``(2 * DIABP + SYSBP) / 3``). ``constant``
+    parameters (e.g. HEIGHT) are taken per ``constant_by`` group (the subject), not per date."""
 
     derive: Literal["param"]
-    function: Literal["meld", "child_pugh", "child_pugh_class", "rand36", "cldq", "eq5d5l_index"]
+    function: Optional[Literal["meld", "child_pugh", "child_pugh_class", "rand36", "cldq", "eq5d5l_index"]] = None
+    formula: Optional[Annotated[str, _expression("number")]] = None
     by: list[str] = ["STUDYID", "USUBJID", "ADT"]
     inputs: dict[str, str] = {}  # role -> PARAMCD (e.g. bili: BILI), or item number -> PARAMCD
+    constant: list[str] = []
+    constant_by: list[str] = ["USUBJID"]
+    filter: Optional[Filter] = None  # which input records count
     paramcd: Optional[str] = None
     param: Optional[str] = None
     keep: list[str] = []
+    assign: dict[str, Literal_] = {}
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        if (self.function is None) == (self.formula is None):
+            raise ValueError("a computed parameter has exactly one of function, formula")
+        if self.formula is not None and not self.paramcd:
+            raise ValueError("a formula parameter needs its paramcd")
+        return self
 
 
 class AddRecords(Strict):
@@ -204,7 +273,7 @@ class AddRecords(Strict):
 
     derive: Literal["add_records"]
     from_: str = Field(alias="from")
-    filter: Optional[Condition] = None
+    filter: Optional[Filter] = None
     vars: dict[str, str]
     assign: dict[str, Scalar] = {}
     recode: dict[str, dict[str, Scalar]] = {}
@@ -212,14 +281,14 @@ class AddRecords(Strict):
 
 class DropRecords(Strict):
     derive: Literal["drop_records"]
-    when: Condition
+    when: Filter
 
 
 class TteEvent(Strict):
     from_: str = Field(alias="from")
     date: str
     description: str
-    filter: Optional[Condition] = None
+    filter: Optional[Filter] = None
 
 
 class Tte(Strict):
@@ -233,15 +302,144 @@ class Tte(Strict):
     censor: list[TteEvent]
 
 
+class Base(Strict):
+    """BASE (or BASEC, BNRIND ...): the value of ``var`` on the ``flag`` record of each ``by`` group."""
+
+    derive: Literal["base"]
+    by: list[str]
+    var: str = "AVAL"
+    new: str = "BASE"
+    flag: str = "ABLFL"
+
+
+class Chg(Strict):
+    """CHG = AVAL - BASE."""
+
+    derive: Literal["chg"]
+
+
+class Pchg(Strict):
+    """PCHG = 100 * (AVAL - BASE) / BASE."""
+
+    derive: Literal["pchg"]
+
+
+class Summary(Strict):
+    """Summary records (admiral ``derive_summary_records``): one new record per ``by`` group of the
+    records meeting ``filter``, ``analysis`` variables summarised (``{AVAL: mean}``), ``assign``
+    set (``{DTYPE: AVERAGE}``). The new records carry only ``by``, analysis and assigned variables."""
+
+    derive: Literal["summary"]
+    by: list[str]
+    filter: Optional[Filter] = None
+    analysis: dict[str, Literal["mean", "median", "min", "max", "sum", "count", "first", "last"]]
+    assign: dict[str, Literal_] = {}
+
+
+class ExtremeRecords(Strict):
+    """New records copied from the first or last record per ``by`` group of ``from`` (the dataset
+    being derived, or another), e.g. an End of Treatment LOV record (admiral
+    ``derive_extreme_records``); ``assign`` sets variables of the new records."""
+
+    derive: Literal["extreme_records"]
+    from_: Optional[str] = Field(None, alias="from")  # default: the dataset being derived
+    by: list[str]
+    order: list[str]
+    mode: Literal["first", "last"] = "last"
+    filter: Optional[Filter] = None
+    assign: dict[str, Setting] = {}
+
+
+class Event(Strict):
+    """One source of ``extreme_event``: records of ``from`` meeting ``filter``, and the values they give."""
+
+    from_: str = Field(alias="from")
+    filter: Optional[Filter] = None
+    set: dict[str, Setting]
+
+
+class ExtremeEvent(Strict):
+    """First or last event per ``by`` group across several sources (admiral
+    ``derive_vars_extreme_event``): each event's records give values (``set``); the candidates are
+    ordered by ``order`` then by the event's position in the list, and ``new`` variables are taken
+    from the first or last."""
+
+    derive: Literal["extreme_event"]
+    by: list[str] = ["STUDYID", "USUBJID"]
+    events: list[Event]
+    order: list[str]
+    mode: Literal["first", "last"] = "last"
+    new: list[str]
+
+
+class Case(Strict):
+    """One ``when`` with the values it sets; the first case that holds wins."""
+
+    when: Filter
+    set: dict[str, Setting]
+
+
+class CaseWhen(Strict):
+    """Conditional assignment (dplyr ``case_when``, admiral ``derive_vars_cat``): each record gets
+    the ``set`` values of the first case that holds, else ``else`` (else missing)."""
+
+    derive: Literal["case"]
+    cases: list[Case]
+    else_: dict[str, Setting] = Field({}, alias="else")
+
+
+class MergeJoined(Strict):
+    """Variables from the ``from`` record that meets a condition between the two datasets
+    (admiral ``derive_vars_joined``): records are paired within ``by``, ``join`` is evaluated on
+    each pair (``EXSTDTM <= ASTDTM``), and the first or last pair in ``order`` gives ``vars``."""
+
+    derive: Literal["merge_joined"]
+    from_: str = Field(alias="from")
+    by: list[str]
+    vars: dict[str, str]
+    join: Annotated[str, _expression("condition")]
+    filter: Optional[Filter] = None
+    order: list[str]
+    mode: Literal["first", "last"] = "last"
+
+
+class Seq(Strict):
+    """A sequence number (ASEQ): 1, 2, ... per ``by`` group in ``order`` (admiral ``derive_var_obs_number``)."""
+
+    derive: Literal["seq"]
+    new: str = "ASEQ"
+    by: list[str] = ["STUDYID", "USUBJID"]
+    order: list[str]
+
+
+class Restrict(Strict):
+    """Apply ``steps`` to the records meeting ``where`` only (admiral ``restrict_derivation``); the
+    other records pass through unchanged (new variables missing on them)."""
+
+    derive: Literal["restrict"]
+    where: Filter
+    steps: list["Step"]
+
+
 Step = Annotated[Union[Start, Merge, MergeSupp, Count, Copy, Assign, Recode, Concat, Flag, Groups, DateStep,
                        RelativeDay, Duration, ExtremeFlag, Baseline, Anrind, Shift, Windows, Trtemfl,
-                       ParamComputed, AddRecords, DropRecords, Tte], Field(discriminator="derive")]
+                       ParamComputed, AddRecords, DropRecords, Tte, Base, Chg, Pchg, Summary, ExtremeRecords,
+                       ExtremeEvent, CaseWhen, MergeJoined, Seq, Restrict], Field(discriminator="derive")]
+Restrict.model_rebuild()
 
 
 class AdamVariable(Strict):
     name: str
     label: Optional[str] = None
     comment: Optional[str] = None
+
+
+class VariablesFrom(Strict):
+    """``{from: ADSL, except: [...]}`` in ``variables``: every variable of another ADaM spec of the
+    study, in its order, except those named and those listed elsewhere (labels carried over)."""
+
+    from_: str = Field(alias="from")
+    except_: list[str] = Field([], alias="except")
 
 
 class AdamSpec(Strict):
@@ -253,7 +451,7 @@ class AdamSpec(Strict):
     comment: Optional[str] = None
     keys: list[str]
     steps: list[Step]
-    variables: list[Union[str, AdamVariable]]
+    variables: list[Union[str, AdamVariable, VariablesFrom]]
     file: str = ""
     lines: dict[str, int] = {}
 
@@ -271,6 +469,42 @@ def load_adam_spec(path: Path) -> AdamSpec:
     return _validate(AdamSpec, path)
 
 
+def expand_variables(specs: list[AdamSpec]) -> list[AdamSpec]:
+    """Replace each ``{from: X, except: [...]}`` in ``variables`` by X's variables (labels kept).
+
+    >>> a = AdamSpec.model_validate({"dataset": "ADSL", "label": "S", "keys": [], "steps": [],
+    ...     "variables": ["STUDYID", "USUBJID", {"name": "FLAG1", "label": "Flag one"}, "AGE"]})
+    >>> b = AdamSpec.model_validate({"dataset": "ADAE", "label": "A", "keys": [], "steps": [],
+    ...     "variables": ["STUDYID", "USUBJID", "AETERM", {"from": "ADSL", "except": ["AGE"]}]})
+    >>> [v if isinstance(v, str) else (v.name, v.label) for v in expand_variables([a, b])[1].variables]
+    ['STUDYID', 'USUBJID', 'AETERM', ('FLAG1', 'Flag one')]
+    """
+    by_name = {s.dataset: s for s in specs}
+
+    def expand(spec: AdamSpec, seen: tuple) -> list:
+        out: list = []
+        listed = {v if isinstance(v, str) else v.name for v in spec.variables if not isinstance(v, VariablesFrom)}
+        for i, v in enumerate(spec.variables):
+            if not isinstance(v, VariablesFrom):
+                out.append(v)
+                continue
+            other = by_name.get(v.from_)
+            if other is None or v.from_ in seen:
+                why = "is not an ADaM spec of the study" if other is None else "refers back to this dataset"
+                raise ConversionError(f"variables from {v.from_}: {v.from_} {why}", dataset=spec.dataset,
+                                      spec=spec.line_of("variables", i))
+            skip = listed | set(v.except_) | {x if isinstance(x, str) else x.name for x in out}
+            for w in expand(other, (*seen, spec.dataset)):
+                name = w if isinstance(w, str) else w.name
+                if name not in skip:
+                    out.append(w)
+                    skip.add(name)
+        return out
+
+    return [s.model_copy(update={"variables": expand(s, (s.dataset,))}) if
+            any(isinstance(v, VariablesFrom) for v in s.variables) else s for s in specs]
+
+
 def load_adam_specs(folder: Path) -> list[AdamSpec]:
     """Every ``*.yaml`` in the study's ``adam/`` folder (none: no ADaM)."""
-    return [load_adam_spec(p) for p in sorted(folder.glob("*.yaml"))] if folder.is_dir() else []
+    return expand_variables([load_adam_spec(p) for p in sorted(folder.glob("*.yaml"))]) if folder.is_dir() else []

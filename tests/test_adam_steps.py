@@ -1,0 +1,213 @@
+"""ADaM spec steps added for real studies (the CDISC pilot's ADSL/ADAE/ADVS as admiral makes
+them), each run through the engine on a tiny frame that shows its rule."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cdisc_convert.adam.engine import derive_adam
+from cdisc_convert.adam.spec import AdamSpec
+from cdisc_convert.errors import ConversionError
+
+D = pd.to_datetime
+
+
+def run(steps, sdtm, dataset="ADXX", keys=("USUBJID",)):
+    spec = AdamSpec.model_validate({"dataset": dataset, "label": "Test", "keys": list(keys), "steps": steps,
+                                    "variables": ["USUBJID"], "file": "adxx.yaml"})
+    return derive_adam([spec], sdtm)[dataset]
+
+
+VS = pd.DataFrame({
+    "USUBJID": ["1"] * 7,
+    "VSSEQ": [1, 2, 3, 4, 5, 6, 7],
+    "PARAMCD": ["SYSBP", "SYSBP", "DIABP", "DIABP", "HEIGHT", "WEIGHT", "WEIGHT"],
+    "AVISITN": [2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 4.0],
+    "ADT": D(["2024-01-10", "2024-01-10", "2024-01-10", "2024-01-10", "2024-01-01", "2024-01-01", "2024-01-20"]),
+    "AVAL": [120.0, 130.0, 80.0, 70.0, 200.0, 80.0, 84.0],
+})
+
+
+def test_summary_records_average_per_visit_with_their_lineage():
+    out = run([{"derive": "start", "from": "VS"},
+               {"derive": "summary", "by": ["USUBJID", "PARAMCD", "AVISITN"], "filter": "PARAMCD == 'SYSBP'",
+                "analysis": {"AVAL": "mean"}, "assign": {"DTYPE": "AVERAGE"}}], {"VS": VS})
+    avg = out[out.DTYPE == "AVERAGE"]
+    assert avg[["PARAMCD", "AVISITN", "AVAL"]].values.tolist() == [["SYSBP", 2.0, 125.0]]
+    assert avg["__src"].iloc[0] == "VS.VSSEQ=1 + VS.VSSEQ=2"
+    assert (out.loc[out.DTYPE != "AVERAGE", "DTYPE"] == "").all()  # other records: empty text, not NaN
+
+
+def test_formula_parameter_per_group_and_constant_height_per_subject():
+    out = run([{"derive": "start", "from": "VS"},
+               {"derive": "param", "formula": "(2 * DIABP + SYSBP) / 3", "by": ["USUBJID", "ADT"], "paramcd": "MAP",
+                "param": "Mean Arterial Pressure (mmHg)", "assign": {"AVALU": "mmHg"}},
+               {"derive": "param", "formula": "WEIGHT / (HEIGHT / 100) ** 2", "by": ["USUBJID", "ADT"],
+                "constant": ["HEIGHT"], "paramcd": "BMI", "param": "Body Mass Index (kg/m2)"}], {"VS": VS})
+    mp = out[out.PARAMCD == "MAP"]
+    # the last record of each input per group is used (admiral takes one record per parameter)
+    assert mp["AVAL"].round(4).tolist() == [round((2 * 70 + 130) / 3, 4)] and mp["AVALU"].tolist() == ["mmHg"]
+    bmi = out[out.PARAMCD == "BMI"].sort_values("ADT")
+    assert bmi["AVAL"].tolist() == [20.0, 21.0]  # one height, two weights on different days
+    assert bmi["__src"].iloc[1] == "VS.VSSEQ=5 + VS.VSSEQ=7"
+
+
+def test_formula_parameter_needs_every_input():
+    out = run([{"derive": "start", "from": "VS"},
+               {"derive": "param", "formula": "SYSBP + TEMP", "by": ["USUBJID", "ADT"], "paramcd": "X"}], {"VS": VS})
+    assert "X" not in set(out.PARAMCD)
+
+
+def test_extreme_records_from_the_dataset_being_derived():
+    out = run([{"derive": "start", "from": "VS"},
+               {"derive": "extreme_records", "by": ["USUBJID", "PARAMCD"], "order": ["ADT", "VSSEQ"], "mode": "last",
+                "filter": "AVISITN > 0 and PARAMCD == 'WEIGHT'",
+                "assign": {"AVISIT": "End of Treatment", "AVISITN": 99, "DTYPE": "LOV"}}], {"VS": VS})
+    lov = out[out.DTYPE == "LOV"]
+    assert lov[["PARAMCD", "AVAL", "AVISITN", "AVISIT"]].values.tolist() == [["WEIGHT", 84.0, 99.0, "End of Treatment"]]
+    assert len(out) == len(VS) + 1
+
+
+def test_restrict_applies_steps_to_some_records_and_keeps_order():
+    frame = pd.DataFrame({"USUBJID": ["1"] * 3, "AVISITN": [0.0, 1.0, 2.0], "AVAL": [10.0, 12.0, 9.0],
+                          "BASE": [10.0] * 3})
+    out = run([{"derive": "start", "from": "X"},
+               {"derive": "restrict", "where": "AVISITN > 0", "steps": [{"derive": "chg"}, {"derive": "pchg"}]}],
+              {"X": frame})
+    assert out["AVISITN"].tolist() == [0.0, 1.0, 2.0]
+    assert out["CHG"].tolist()[1:] == [2.0, -1.0] and np.isnan(out["CHG"].iloc[0])
+    assert out["PCHG"].tolist()[1:] == [20.0, -10.0]
+
+
+def test_recode_to_missing_and_default():
+    frame = pd.DataFrame({"USUBJID": ["1", "2", "3"], "PARAMCD": ["SYSBP", "WEIGHT", "PULSE"]})
+    out = run([{"derive": "start", "from": "X"},
+               {"derive": "recode", "var": "PARAMCD", "new": "ANRLO", "values": {"SYSBP": 90, "WEIGHT": None},
+                "default": None}], {"X": frame})
+    assert out["ANRLO"].tolist()[0] == 90.0 and out["ANRLO"].iloc[1:].isna().all()
+    with pytest.raises(ConversionError, match="'PULSE' of PARAMCD has no entry in the recode"):
+        run([{"derive": "start", "from": "X"},
+             {"derive": "recode", "var": "PARAMCD", "new": "ANRLO", "values": {"SYSBP": 90, "WEIGHT": None}}],
+            {"X": frame})
+
+
+def test_infinity_is_refused_in_a_spec():
+    with pytest.raises(Exception, match="not a value a dataset can hold"):
+        run([{"derive": "start", "from": "X"}, {"derive": "recode", "var": "A", "new": "B", "values": {"x": float("inf")}}],
+            {"X": pd.DataFrame({"USUBJID": ["1"], "A": ["x"]})})
+
+
+def test_time_imputed_to_end_of_day():
+    ex = pd.DataFrame({"USUBJID": ["1"], "EXENDTC": ["2024-03-01"]})
+    out = run([{"derive": "start", "from": "EX"},
+               {"derive": "date", "dtc": "EXENDTC", "prefix": "TRTE", "time": True, "time_imputation": "last"}],
+              {"EX": ex})
+    assert out["TRTEDTM"].iloc[0] == pd.Timestamp("2024-03-01 23:59:59") and out["TRTETMF"].iloc[0] == "H"
+
+
+DM = pd.DataFrame({"STUDYID": ["S"] * 3, "USUBJID": ["1", "2", "3"], "TRTEDT": D(["2024-02-01", "2024-02-01", None])})
+AE = pd.DataFrame({"STUDYID": ["S"] * 3, "USUBJID": ["1", "1", "2"], "AESEQ": [1, 2, 1],
+                   "AESTDTC": ["2024-01-05", "2024-03", "2024-01-20"], "AEDECOD": ["HEADACHE", "DEATH X", "RASH"],
+                   "AEOUT": ["", "FATAL", ""]})
+
+
+def test_extreme_event_last_known_alive_across_sources():
+    out = run([{"derive": "start", "from": "DM"},
+               {"derive": "extreme_event", "order": ["LSTALVDT", "seq"], "mode": "last", "new": ["LSTALVDT"],
+                "events": [
+                    {"from": "AE", "set": {"LSTALVDT": {"dtc": "AESTDTC"}, "seq": {"var": "AESEQ"}}},
+                    {"from": "ADXX", "filter": "present(TRTEDT)", "set": {"LSTALVDT": {"var": "TRTEDT"}, "seq": 0}}]}],
+              {"DM": DM, "AE": AE})
+    # subject 1: AE of 2024-03 (imputed to 2024-03-01) is after the last dose; 2: last dose; 3: nothing
+    assert out["LSTALVDT"].tolist()[:2] == [pd.Timestamp("2024-03-01"), pd.Timestamp("2024-02-01")]
+    assert pd.isna(out["LSTALVDT"].iloc[2])
+
+
+def test_extreme_event_first_source_wins_a_tie_and_sets_text():
+    ds = pd.DataFrame({"STUDYID": ["S"], "USUBJID": ["1"], "DSSEQ": [4], "DSDECOD": ["DEATH"], "DSTERM": ["DEATH DUE TO X"]})
+    out = run([{"derive": "start", "from": "DM"},
+               {"derive": "extreme_event", "order": [], "mode": "first", "new": ["DTHCAUS", "DTHDOM", "DTHSEQ"],
+                "events": [
+                    {"from": "AE", "filter": "AEOUT == 'FATAL'",
+                     "set": {"DTHCAUS": {"var": "AEDECOD"}, "DTHDOM": "AE", "DTHSEQ": {"var": "AESEQ"}}},
+                    {"from": "DS", "filter": "DSDECOD == 'DEATH' and matches(DSTERM, 'DEATH DUE TO')",
+                     "set": {"DTHCAUS": {"var": "DSTERM"}, "DTHDOM": "DS", "DTHSEQ": {"var": "DSSEQ"}}}]}],
+              {"DM": DM, "AE": AE, "DS": ds})
+    assert out[["DTHCAUS", "DTHDOM", "DTHSEQ"]].values.tolist()[0] == ["DEATH X", "AE", 2.0]
+    assert out["DTHDOM"].tolist()[1:] == ["", ""]
+
+
+def test_case_when_first_match_wins_else_missing():
+    frame = pd.DataFrame({"USUBJID": ["1", "2", "3", "4"], "DTHDOM": ["AE", "DS", "DS", ""],
+                          "DTHCAUS": ["X", "PROGRESSIVE DISEASE", "OTHER THING", ""], "AVAL": [1.0, 50.0, 150.0, np.nan]})
+    out = run([{"derive": "start", "from": "X"},
+               {"derive": "case", "cases": [
+                   {"when": "missing(DTHDOM)", "set": {"DTHCGR1": None}},
+                   {"when": "DTHDOM == 'AE'", "set": {"DTHCGR1": "ADVERSE EVENT"}},
+                   {"when": "matches(DTHCAUS, 'PROGRESSIVE DISEASE|DISEASE RELAPSE')",
+                    "set": {"DTHCGR1": "PROGRESSIVE DISEASE"}}],
+                "else": {"DTHCGR1": "OTHER"}},
+               {"derive": "case", "cases": [{"when": "AVAL <= 100", "set": {"AVALCAT1": "<=100", "AVALCA1N": 1}},
+                                            {"when": "AVAL > 100", "set": {"AVALCAT1": ">100", "AVALCA1N": 2}}]}],
+              {"X": frame})
+    assert out["DTHCGR1"].tolist() == ["ADVERSE EVENT", "PROGRESSIVE DISEASE", "OTHER", ""]
+    assert out["AVALCAT1"].tolist() == ["<=100", "<=100", ">100", ""]
+    assert out["AVALCA1N"].tolist()[:3] == [1.0, 1.0, 2.0] and np.isnan(out["AVALCA1N"].iloc[3])
+
+
+def test_merge_joined_last_dose_before_the_event():
+    ae = pd.DataFrame({"STUDYID": ["S"] * 3, "USUBJID": ["1", "1", "2"],
+                       "ASTDTM": D(["2024-01-05 08:00", "2023-12-01 00:00", "2024-01-02 00:00"])})
+    ex = pd.DataFrame({"STUDYID": ["S"] * 3, "USUBJID": ["1", "1", "2"], "EXSEQ": [1, 2, 1],
+                       "EXSTDTM": D(["2024-01-01 00:00", "2024-01-05 09:00", "2024-01-01 00:00"]), "EXDOSE": [54.0, 81.0, 0.0],
+                       "EXDOSU": ["mg", "mg", "mg"]})
+    out = run([{"derive": "start", "from": "AE"},
+               {"derive": "merge_joined", "from": "EX", "by": ["STUDYID", "USUBJID"], "join": "EXSTDTM <= ASTDTM",
+                "order": ["EXSTDTM", "EXSEQ"], "vars": {"LDOSEDTM": "EXSTDTM", "DOSEON": "EXDOSE", "DOSEU": "EXDOSU"}}],
+              {"AE": ae, "EX": ex})
+    assert out["DOSEON"].tolist()[0] == 54.0 and np.isnan(out["DOSEON"].iloc[1]) and out["DOSEON"].iloc[2] == 0.0
+    assert out["DOSEU"].tolist() == ["mg", "", "mg"]
+    assert out["LDOSEDTM"].iloc[0] == pd.Timestamp("2024-01-01")
+
+
+def test_duration_without_added_day_and_unit_only_where_known():
+    frame = pd.DataFrame({"USUBJID": ["1", "2"], "TRTEDT": D(["2024-01-01", "2024-01-01"]),
+                          "DTHDT": D(["2024-01-11", None])})
+    out = run([{"derive": "start", "from": "X"},
+               {"derive": "duration", "start": "TRTEDT", "end": "DTHDT", "new": "LDDTHELD", "add_one": False,
+                "unit_var": "LDDTHELU"}], {"X": frame})
+    assert out["LDDTHELD"].tolist()[0] == 10.0 and np.isnan(out["LDDTHELD"].iloc[1])
+    assert out["LDDTHELU"].tolist() == ["DAYS", ""]
+
+
+def test_aseq_numbers_records_per_subject_in_order():
+    frame = pd.DataFrame({"STUDYID": ["S"] * 3, "USUBJID": ["2", "1", "1"], "ADT": D(["2024-01-01", "2024-02-01", "2024-01-01"])})
+    out = run([{"derive": "start", "from": "X"}, {"derive": "seq", "order": ["ADT"]}], {"X": frame})
+    assert out["ASEQ"].tolist() == [1.0, 2.0, 1.0]
+
+
+def test_merge_all_variables_except_and_missing_value():
+    adsl = pd.DataFrame({"USUBJID": ["1"], "AGE": [70.0], "SEX": ["F"], "TRTSDT": D(["2024-01-01"])})
+    ds = pd.DataFrame({"USUBJID": ["1"], "DSCAT": ["DISPOSITION EVENT"], "DSDECOD": ["COMPLETED"]})
+    ae = pd.DataFrame({"USUBJID": ["1", "2"], "AETERM": ["A", "B"]})
+    out = run([{"derive": "start", "from": "AE"},
+               {"derive": "merge", "from": "ADSL", "by": ["USUBJID"], "vars": "all", "except": ["TRTSDT"]},
+               {"derive": "merge", "from": "DS", "by": ["USUBJID"], "vars": {"EOSSTT": "DSDECOD"},
+                "filter": "DSCAT == 'DISPOSITION EVENT'", "missing": {"EOSSTT": "ONGOING"}}],
+              {"AE": ae, "ADSL": adsl, "DS": ds})
+    assert [c for c in out.columns if c != "__src"][:4] == ["USUBJID", "AETERM", "AGE", "SEX"]
+    assert "TRTSDT" not in out
+    assert out["EOSSTT"].tolist() == ["COMPLETED", "ONGOING"]
+
+
+def test_expression_filter_names_a_missing_variable_with_its_line():
+    with pytest.raises(ConversionError, match="uses variable NOPE") as err:
+        run([{"derive": "start", "from": "X", "filter": "NOPE > 1"}], {"X": pd.DataFrame({"USUBJID": ["1"]})})
+    assert err.value.spec == "adxx.yaml:1"  # no line table here: the file itself
+
+
+def test_expression_text_is_checked_when_the_spec_loads():
+    with pytest.raises(Exception, match="not a condition"):
+        AdamSpec.model_validate({"dataset": "A", "label": "A", "keys": [], "variables": [],
+                                 "steps": [{"derive": "start", "from": "X", "filter": "AVAL + 1"}]})
