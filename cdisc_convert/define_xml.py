@@ -337,7 +337,7 @@ def adam_metadata(written: dict[str, Written], specs) -> list[DatasetMeta]:
         spec = by_name.get(name)
         if spec is None:
             continue
-        origins = adam_origins(spec)
+        origins = adam_origins(spec, {n: s.variable_names() for n, s in by_name.items()})
         comments = {v.name: v.comment for v in spec.variables if isinstance(v, AdamVariable) and v.comment}
         variables = []
         for col in w.data.columns:
@@ -390,8 +390,9 @@ def _adam_codelist(col: str, md) -> str:
     return ""
 
 
-def adam_origins(spec) -> dict[str, tuple[str, str, str]]:
-    """Variable -> (origin, origin text, method) from the step that last set it."""
+def adam_origins(spec, others: dict[str, list[str]] | None = None) -> dict[str, tuple[str, str, str]]:
+    """Variable -> (origin, origin text, method) from the step that last set it. ``others`` gives the
+    variables of the study's other ADaM datasets (for ``merge`` with ``vars: all``)."""
     from .adam import spec as S
 
     out: dict[str, tuple[str, str, str]] = {}
@@ -402,7 +403,11 @@ def adam_origins(spec) -> dict[str, tuple[str, str, str]]:
         if isinstance(step, S.Start):
             out["*"] = ("Predecessor", f"{step.from_}", "")
         elif isinstance(step, S.Merge):
-            pairs = step.vars.items() if isinstance(step.vars, dict) else [(v, v) for v in step.vars]
+            if step.vars == "all":
+                listed = (others or {}).get(step.from_, [])
+                pairs = [(v, v) for v in listed if v not in step.by and v not in step.except_]
+            else:
+                pairs = step.vars.items() if isinstance(step.vars, dict) else [(v, v) for v in step.vars]
             for new, old in pairs:
                 out[new] = ("Predecessor", f"{step.from_}.{old}", "") if not step.order and not step.filter else \
                     ("Derived", "", method)
@@ -429,7 +434,7 @@ def adam_origins(spec) -> dict[str, tuple[str, str, str]]:
 
 def _plain_value(value) -> str:
     if isinstance(value, dict):
-        if "derive" in value or "field" in value or "var" in value or "when" in value:
+        if "derive" in value or "field" in value or "var" in value or isinstance(value.get("when"), list):
             from .lineage import _describe
             return _describe(value)
         return ", ".join(f"{k} = {_plain_value(v)}" for k, v in value.items())
@@ -465,6 +470,24 @@ def _step_outputs(step) -> list[str]:
         return ["ANRIND"]
     if isinstance(step, S.Trtemfl):
         return ["TRTEMFL"]
+    if isinstance(step, S.Chg):
+        return ["CHG"]
+    if isinstance(step, S.Pchg):
+        return ["PCHG"]
+    if isinstance(step, S.Summary):
+        return [*step.analysis, *step.assign]
+    if isinstance(step, S.ExtremeRecords):
+        return list(step.assign)
+    if isinstance(step, S.ExtremeEvent):
+        return list(step.new)
+    if isinstance(step, S.CaseWhen):
+        return list(dict.fromkeys([*(v for c in step.cases for v in c.set), *step.else_]))
+    if isinstance(step, S.MergeJoined):
+        return list(step.vars)
+    if isinstance(step, S.Duration):
+        return [step.new, *([step.unit_var] if step.unit_var else [])]
+    if isinstance(step, S.Restrict):
+        return list(dict.fromkeys(n for inner in step.steps for n in _step_outputs(inner)))
     if isinstance(step, (S.ParamComputed, S.Tte)):
         return ["AVAL", "AVALC", "PARAMCD", "PARAM"] + (["CNSR", "EVNTDESC", "CNSDTDSC", "ADT", "STARTDT", "SRCDOM",
                                                           "SRCVAR"] if isinstance(step, S.Tte) else [])

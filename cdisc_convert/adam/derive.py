@@ -52,8 +52,9 @@ def impute_dtc_date(dtc: pd.Series, date_imputation: str = "first", highest_impu
     """Date part of ISO 8601 --DTC with partial dates imputed, and the imputation flag (--DTF).
 
     ``date_imputation``: ``first`` (01 / January) or ``last`` (end of month / December).
-    ``highest_imputation``: ``D`` imputes only a missing day, ``M`` a missing day and month;
-    missing years are never imputed. Flags: ``D`` (day imputed), ``M`` (month and day).
+    ``highest_imputation``: ``n`` imputes nothing (partial dates stay missing, admiral's default),
+    ``D`` only a missing day, ``M`` a missing day and month; missing years are never imputed.
+    Flags: ``D`` (day imputed), ``M`` (month and day).
 
     >>> dt, flag = impute_dtc_date(pd.Series(["2024-03-15T10:00", "2024-03", "2024", "", "2023-02"]), "last")
     >>> dt.dt.strftime("%Y-%m-%d").tolist(), flag.tolist()
@@ -62,7 +63,7 @@ def impute_dtc_date(dtc: pd.Series, date_imputation: str = "first", highest_impu
     text = dtc.fillna("").astype(str).str.slice(0, 10)
     n = text.str.len()
     full = n == 10
-    ym = n == 7
+    ym = (n == 7) & (highest_imputation in ("D", "M"))
     year = (n == 4) & (highest_imputation == "M")
     if date_imputation == "first":
         padded = text.where(~ym, text + "-01").where(~year, text + "-01-01")
@@ -77,15 +78,34 @@ def impute_dtc_date(dtc: pd.Series, date_imputation: str = "first", highest_impu
 
 
 def derive_vars_dt(dataset: pd.DataFrame, dtc: str, new_prefix: str = "A", date_imputation: str = "first",
-                   highest_imputation: str = "M", flag: bool = True) -> pd.DataFrame:
+                   highest_imputation: str = "M", flag: bool = True, min_dates: Iterable[str] = (),
+                   max_dates: Iterable[str] = ()) -> pd.DataFrame:
     """``{prefix}DT`` (and ``{prefix}DTF``) from an ISO 8601 --DTC variable, imputing partial dates.
+
+    ``min_dates`` / ``max_dates`` (admiral's): when one of these dates lies within the range the
+    partial date allows, the imputed date is not earlier / later than it (an AE that started in
+    the month of first dose starts no earlier than the first dose).
 
     >>> f = derive_vars_dt(pd.DataFrame({"AESTDTC": ["2024-02", "2024-02-09"]}), "AESTDTC", "AST")
     >>> f["ASTDT"].dt.day.tolist(), f["ASTDTF"].tolist()
     ([1, 9], ['D', ''])
+    >>> f = pd.DataFrame({"AESTDTC": ["2024-02", "2024-03"], "TRTSDT": pd.to_datetime(["2024-02-10"] * 2)})
+    >>> derive_vars_dt(f, "AESTDTC", "AST", min_dates=["TRTSDT"])["ASTDT"].dt.strftime("%m-%d").tolist()
+    ['02-10', '03-01']
     """
     out = dataset.copy(deep=False)  # copy-on-write (pandas 3): columns are shared until replaced
     date, imputed = impute_dtc_date(out[dtc], date_imputation, highest_imputation)
+    if min_dates or max_dates:
+        low = impute_dtc_date(out[dtc], "first", highest_imputation)[0]
+        high = impute_dtc_date(out[dtc], "last", highest_imputation)[0]
+        for name in min_dates:
+            d = pd.to_datetime(out[name]).dt.normalize()
+            use = (d > date) & (d >= low) & (d <= high)
+            date = date.where(~use, d)
+        for name in max_dates:
+            d = pd.to_datetime(out[name]).dt.normalize()
+            use = (d < date) & (d >= low) & (d <= high)
+            date = date.where(~use, d)
     out[f"{new_prefix}DT"] = date
     if flag:
         out[f"{new_prefix}DTF"] = imputed
@@ -93,7 +113,8 @@ def derive_vars_dt(dataset: pd.DataFrame, dtc: str, new_prefix: str = "A", date_
 
 
 def derive_vars_dtm(dataset: pd.DataFrame, dtc: str, new_prefix: str = "A", date_imputation: str = "first",
-                    time_imputation: str = "first", highest_imputation: str = "M") -> pd.DataFrame:
+                    time_imputation: str = "first", highest_imputation: str = "M", min_dates: Iterable[str] = (),
+                    max_dates: Iterable[str] = ()) -> pd.DataFrame:
     """``{prefix}DTM``, ``{prefix}DTF`` and ``{prefix}TMF`` (H when hours and minutes were imputed).
     ``time_imputation``: a missing time is 00:00:00 (``first``) or 23:59:59 (``last``, admiral's
     ``time_imputation = "last"``, e.g. the end of the last dose day).
@@ -105,7 +126,7 @@ def derive_vars_dtm(dataset: pd.DataFrame, dtc: str, new_prefix: str = "A", date
     ...                 time_imputation="last")["TRTEDTM"].dt.strftime("%H:%M:%S").tolist()
     ['23:59:59']
     """
-    out = derive_vars_dt(dataset, dtc, new_prefix, date_imputation, highest_imputation)
+    out = derive_vars_dt(dataset, dtc, new_prefix, date_imputation, highest_imputation, True, min_dates, max_dates)
     date = out.pop(f"{new_prefix}DT")
     text = out[dtc].fillna("").astype(str)
     has_time = text.str.len() >= 16

@@ -228,10 +228,12 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
         return out.assign(**{step.numeric: numbers}) if step.numeric else out
     if isinstance(step, DateStep):
         _need(frame, [step.dtc], spec, where)
-        out = derive.derive_vars_dt(frame, step.dtc, step.prefix, step.imputation, step.highest, step.flag)
+        _need(frame, [*step.min_dates, *step.max_dates], spec, where)
+        out = derive.derive_vars_dt(frame, step.dtc, step.prefix, step.imputation, step.highest, step.flag,
+                                    step.min_dates, step.max_dates)
         if step.time:
             dtm = derive.derive_vars_dtm(frame, step.dtc, step.prefix, step.imputation, step.time_imputation,
-                                         step.highest)
+                                         step.highest, step.min_dates, step.max_dates)
             out[f"{step.prefix}DTM"] = dtm[f"{step.prefix}DTM"]
             out[f"{step.prefix}TMF"] = dtm[f"{step.prefix}TMF"]
         for old, new in step.names.items():
@@ -248,9 +250,10 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
             out[step.unit_var] = np.where(out[step.new].notna(), step.unit, "")
         return out
     if isinstance(step, ExtremeFlag):
-        _need(frame, [*step.by, *step.order], spec, where)
+        order, ascending = _sort_keys(step.order)
+        _need(frame, [*step.by, *order], spec, where)
         flt = _mask(step.filter, frame, spec, where) if step.filter else None
-        return derive.derive_var_extreme_flag(frame, step.by, step.order, step.new, step.mode, flt)
+        return derive.derive_var_extreme_flag(frame, step.by, order, step.new, step.mode, flt, ascending)
     if isinstance(step, Baseline):
         _need(frame, [*step.by, "AVAL", "ADT", "TRTSDT"], spec, where)
         timed = "ADTM" in frame.columns and "TRTSDTM" in frame.columns
@@ -354,6 +357,17 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
     if isinstance(step, Restrict):
         return restrict(step, frame, run, spec, where)
     raise AssertionError(type(step))
+
+
+def _sort_keys(order: list[str]) -> tuple[list[str], list[bool]]:
+    """``[desc(ASEVN), ASTDTM]`` -> (names, ascending flags)."""
+    names, ascending = [], []
+    for key in order:
+        k = key.strip()
+        descending = k.startswith("desc(") and k.endswith(")")
+        names.append(k[5:-1].strip() if descending else k)
+        ascending.append(not descending)
+    return names, ascending
 
 
 def _append(frame: pd.DataFrame, added: pd.DataFrame) -> pd.DataFrame:

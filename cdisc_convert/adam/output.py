@@ -27,8 +27,8 @@ def adam_label_type(name: str) -> tuple[str, str] | None:
     """(label, type) of an ADaM variable: ADaMIG 1.3 (patterns such as TRTxxP filled in), else
     the SDTMIG label of an SDTM variable carried into ADaM (ETHNIC, AEOUT, VISIT ...).
 
-    >>> adam_label_type("TRT01AN"), adam_label_type("AEOUT")
-    (('Actual Treatment for Period 01 (N)', 'Num'), ('Outcome of Adverse Event', 'Char'))
+    >>> adam_label_type("TRT01AN"), adam_label_type("AEOUT"), adam_label_type("AEDTC")
+    (('Actual Treatment for Period 01 (N)', 'Num'), ('Outcome of Adverse Event', 'Char'), ('Date/Time of Event Collection', 'Char'))
     """
     found = adam_variable(name)
     if found is not None:
@@ -36,6 +36,10 @@ def adam_label_type(name: str) -> tuple[str, str] | None:
     md = load_sdtmig()
     for domain in SDTM_CARRIED:
         v = md.domain(domain).variable(name)
+        if v is not None:
+            return v.label, v.type
+    for domain in SDTM_CARRIED:  # allowed by the SDTM model for the domain's class (AEDTC, VSSTAT ...)
+        v = md.allowed_variable(domain, name)
         if v is not None:
             return v.label, v.type
     return None

@@ -53,7 +53,7 @@ class ValueOf(Strict):
     expr: Optional[Annotated[str, _expression("value")]] = None
     dtc: Optional[str] = None
     imputation: Literal["first", "last"] = "first"
-    highest: Literal["D", "M"] = "M"
+    highest: Literal["n", "D", "M"] = "M"
 
     @model_validator(mode="after")
     def _one(self):
@@ -165,9 +165,11 @@ class DateStep(Strict):
     dtc: str
     prefix: str = "A"
     imputation: Literal["first", "last"] = "first"
-    highest: Literal["D", "M"] = "M"
+    highest: Literal["n", "D", "M"] = "M"  # n: partial dates stay missing
     time: bool = False
     time_imputation: Literal["first", "last"] = "first"  # a missing time: 00:00:00 or 23:59:59
+    min_dates: list[str] = []  # imputed no earlier than these dates where the partial date allows them
+    max_dates: list[str] = []  # imputed no later than these dates where the partial date allows them
     flag: bool = True
     names: dict[str, str] = {}  # rename outputs, e.g. {TRTSDTF: ""} to drop, {ASTTMF: ATMF}
 
@@ -192,6 +194,8 @@ class Duration(Strict):
 
 
 class ExtremeFlag(Strict):
+    """``new`` = ``Y`` on the first or last record per ``by`` group in ``order`` (``desc(X)`` sorts X descending)."""
+
     derive: Literal["extreme_flag"]
     by: list[str]
     order: list[str]
