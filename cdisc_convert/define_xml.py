@@ -472,6 +472,8 @@ def _step_outputs(step) -> list[str]:
         return ["TRTEMFL"]
     if isinstance(step, S.Chg):
         return ["CHG"]
+    if isinstance(step, S.BasetypeRecords):
+        return [step.new]
     if isinstance(step, S.Pchg):
         return ["PCHG"]
     if isinstance(step, S.Summary):

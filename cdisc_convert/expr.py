@@ -5,7 +5,9 @@ Grammar: numbers, 'text' literals, names (variables, or ``x`` for the value bein
 ``+ - * / **``, unary minus, parentheses, comparisons (``== != < <= > >=``, chained as in
 ``0 < AVISITN <= 13``), ``in`` / ``not in`` a list of literals, ``and``, ``or``, ``not``, and
 the functions ``min max abs round log log10 exp sqrt`` (numbers), ``missing present`` (any
-value), ``matches`` (regular expression search) and ``contains`` (text).
+value), ``matches`` (regular expression search) and ``contains`` (text), and for values
+``upper lower title strip``, ``replace(X, 'regex', 'text')`` and ``number(X)`` (text read as a
+number, missing when it is not one).
 
 Missing values (NaN, NaT, empty text) follow R/SAS three-valued logic: a comparison with a
 missing operand is unknown, ``and``/``or``/``not`` propagate it (Kleene), and a filter keeps only
@@ -34,7 +36,8 @@ import pandas as pd
 
 NUMBER_FUNCTIONS = {"min": 2, "max": 2, "abs": 1, "round": 2, "log": 1, "log10": 1, "exp": 1, "sqrt": 1}
 TEST_FUNCTIONS = {"missing": 1, "present": 1, "matches": 2, "contains": 2}
-FUNCTIONS = {**NUMBER_FUNCTIONS, **TEST_FUNCTIONS}
+TEXT_FUNCTIONS = {"upper": 1, "lower": 1, "title": 1, "strip": 1, "replace": 3, "number": 1}
+FUNCTIONS = {**NUMBER_FUNCTIONS, **TEST_FUNCTIONS, **TEXT_FUNCTIONS}
 _OPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide, ast.Pow: np.power}
 _COMPARE = {ast.Eq: "eq", ast.NotEq: "ne", ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge"}
 
@@ -100,21 +103,23 @@ def parse(text: str, kind: str = "number") -> Expression:
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords and \
                 node.func.id in (FUNCTIONS if logic else NUMBER_FUNCTIONS):
             name, want = node.func.id, FUNCTIONS[node.func.id]
-            exact = name in ("min", "max") or name in TEST_FUNCTIONS
+            exact = name in ("min", "max") or name in TEST_FUNCTIONS or name in TEXT_FUNCTIONS
             if not (1 <= len(node.args) <= want) or (exact and len(node.args) != want):
                 raise ExpressionError(f"expression '{text}': {name}() takes {want} argument(s)")
-            if name in ("matches", "contains"):
+            if name in ("matches", "contains", "replace"):
+                literals = node.args[1:]
+                if not all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in literals):
+                    raise ExpressionError(f"expression '{text}': {name}() takes 'text' literals after the value")
                 pattern = node.args[1]
-                if not (isinstance(pattern, ast.Constant) and isinstance(pattern.value, str)):
-                    raise ExpressionError(f"expression '{text}': {name}() takes a 'text' literal second")
-                if name == "matches":
+                if name in ("matches", "replace"):
                     try:
                         re.compile(pattern.value)
                     except re.error as exc:
                         raise ExpressionError(f"expression '{text}': bad regular expression: {exc}") from None
             check(node.args[0])
-            for a in node.args[1:]:
-                check(a)
+            if name not in ("matches", "contains", "replace"):
+                for a in node.args[1:]:
+                    check(a)
         else:
             fail()
     check(tree)
@@ -246,6 +251,17 @@ def evaluate(expr: Expression, values: dict[str, pd.Series | float], index=None)
             pattern = node.args[1].value
             hit = text.str.contains(pattern, regex=fn == "matches")
             return _boolean(hit, miss, index)
+        if fn in TEXT_FUNCTIONS:
+            v = ev(node.args[0])
+            text = _series(v, index).astype(object).where(_series(v, index).notna(), "").astype(str)
+            if fn == "number":
+                return pd.to_numeric(text.str.strip(), errors="coerce").astype(float)
+            if fn == "replace":
+                out = text.str.replace(node.args[1].value, node.args[2].value, regex=True)
+            else:
+                out = {"upper": text.str.upper, "lower": text.str.lower, "title": text.str.title,
+                       "strip": text.str.strip}[fn]()
+            return out.astype(object)
         args = [_number(ev(a)) for a in node.args]
         with np.errstate(divide="ignore", invalid="ignore"):
             if fn in ("min", "max"):

@@ -169,15 +169,41 @@ def derive_vars_duration(dataset: pd.DataFrame, new_var: str, start_date: str, e
 
 def derive_var_obs_number(dataset: pd.DataFrame, by_vars: list[str], order: list[str], new_var: str = "ASEQ"
                           ) -> pd.DataFrame:
-    """1, 2, ... per ``by_vars`` group in ``order`` (ties keep input order; missing values first).
+    """1, 2, ... per ``by_vars`` group in ``order``. As dplyr's ``arrange`` (and so admiral) sorts,
+    missing values (NaN, NaT, empty text) come last; ties keep input order.
 
-    >>> f = pd.DataFrame({"USUBJID": ["1", "1", "2"], "ADT": [5, 3, 1]})
-    >>> derive_var_obs_number(f, ["USUBJID"], ["ADT"])["ASEQ"].tolist()
-    [2.0, 1.0, 1.0]
+    >>> f = pd.DataFrame({"USUBJID": ["1", "1", "1", "2"], "ADT": [5, 3, 3, 1], "DTYPE": ["", "", "AVERAGE", ""]})
+    >>> derive_var_obs_number(f, ["USUBJID"], ["ADT", "DTYPE"])["ASEQ"].tolist()
+    [3.0, 2.0, 1.0, 1.0]
     """
-    ordered = dataset.sort_values([*by_vars, *order], kind="stable", na_position="first")
-    number = ordered.groupby(by_vars, sort=False, dropna=False).cumcount() + 1
+    keys = {}
+    for i, col in enumerate([*by_vars, *order]):
+        values = dataset[col]
+        if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+            values = values.astype(object).where(values.astype(object).fillna("").astype(str) != "", np.nan)
+        keys[f"_k{i}"] = values
+    ordered = pd.DataFrame(keys, index=dataset.index).sort_values(list(keys), kind="stable", na_position="last")
+    number = ordered.groupby([f"_k{i}" for i in range(len(by_vars))], sort=False, dropna=False).cumcount() + 1
     return dataset.assign(**{new_var: number.reindex(dataset.index).astype(float)})
+
+
+def derive_basetype_records(dataset: pd.DataFrame, basetypes: list[tuple[str, pd.Series]],
+                            new_var: str = "BASETYPE") -> pd.DataFrame:
+    """BASETYPE (admiral ``derive_basetype_records``): each record is copied once for every
+    basetype whose condition it meets, with BASETYPE set to that basetype's name; records meeting
+    none are kept once with BASETYPE missing. Copies follow the basetypes' order.
+
+    >>> f = pd.DataFrame({"ATPTN": [815.0, np.nan]})
+    >>> derive_basetype_records(f, [("LAST: SUPINE", f["ATPTN"] == 815), ("LAST", f["ATPTN"].isna())])["BASETYPE"].tolist()
+    ['LAST: SUPINE', 'LAST']
+    """
+    parts, matched = [], pd.Series(False, index=dataset.index)
+    for name, condition in basetypes:
+        hit = condition.reindex(dataset.index).fillna(False).astype(bool)
+        parts.append(dataset[hit].assign(**{new_var: name}))
+        matched |= hit
+    parts.append(dataset[~matched].assign(**{new_var: ""}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def derive_summary_records(dataset: pd.DataFrame, by_vars: list[str], analysis: dict[str, str],
@@ -196,7 +222,7 @@ def derive_summary_records(dataset: pd.DataFrame, by_vars: list[str], analysis: 
     grouped = rows.groupby(by_vars, sort=False, dropna=False)
     out = grouped.agg(**{var: (var, fn) for var, fn in analysis.items()})
     if SRC in rows.columns:
-        out[SRC] = grouped[SRC].agg(" + ".join)
+        out[SRC] = grouped[SRC].agg(lambda s: " + ".join(v for v in s if isinstance(v, str) and v))
     out = out.reset_index()
     for var, fn in analysis.items():
         if fn == "count":
@@ -459,7 +485,7 @@ def derive_param_computed(dataset: pd.DataFrame, by_vars: list[str], parameters:
         wide_fixed = fixed.pivot(index=constant_by_vars or ["USUBJID"], columns="PARAMCD", values=value_var)
         if any(p not in wide_fixed.columns for p in constant):
             return dataset.iloc[0:0].assign(PARAMCD=pd.Series(dtype=object))
-        src_fixed = fixed.groupby(constant_by_vars or ["USUBJID"], sort=False)[SRC].agg(" + ".join) \
+        src_fixed = fixed.groupby(constant_by_vars or ["USUBJID"], sort=False, dropna=False)[SRC].agg(" + ".join) \
             if SRC in fixed.columns else None
 
         def with_constants(wide: pd.DataFrame) -> pd.DataFrame:
@@ -493,9 +519,10 @@ def _param_computed(dataset, by_vars, parameters, compute, new_paramcd, new_para
         complete = _wide_hook(complete)
     complete = complete.astype({p: float for p in parameters if p not in text and p in complete.columns})
     values = compute(complete)
-    src = inputs.groupby(by_vars, sort=False)[SRC].agg(" + ".join) if SRC in inputs.columns else None
+    src = inputs.groupby(by_vars, sort=False, dropna=False)[SRC].agg(" + ".join) if SRC in inputs.columns else None
     first = inputs.drop_duplicates(by_vars).set_index(by_vars)
     result = complete.reset_index()[by_vars].copy()
+    result.columns.name = None
     for col in keep or []:
         result[col] = first[col].reindex(complete.index).values
     result["PARAMCD"] = new_paramcd

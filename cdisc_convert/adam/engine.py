@@ -22,7 +22,7 @@ from ..expr import ExpressionError, condition as expression_condition, evaluate 
 from ..expr import parse as parse_expression
 from .spec import (AddRecords, AdamSpec, Anrind, Assign, Base, Baseline, CaseWhen, Chg, Concat, Copy, Count, DateStep,
                    DropRecords, Duration, ExtremeEvent, ExtremeFlag, ExtremeRecords, Flag, Groups, Merge, MergeJoined,
-                   MergeSupp, ParamComputed, Pchg, Recode, RelativeDay, Restrict, Seq, Shift, Start, Summary, Tte,
+                   MergeSupp, ParamComputed, Pchg, Recode, BasetypeRecords, RelativeDay, Restrict, Seq, Shift, Start, Summary, Tte,
                    Trtemfl, ValueOf, Windows)
 
 SRC = derive.SRC
@@ -354,6 +354,10 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
     if isinstance(step, Seq):
         _need(frame, [*step.by, *step.order], spec, where)
         return derive.derive_var_obs_number(frame, step.by, step.order, step.new)
+    if isinstance(step, BasetypeRecords):
+        basetypes = [(b.name, _mask(b.when, frame, spec, (*where, "basetypes", k, "when")))
+                     for k, b in enumerate(step.basetypes)]
+        return derive.derive_basetype_records(frame, basetypes, step.new)
     if isinstance(step, Restrict):
         return restrict(step, frame, run, spec, where)
     raise AssertionError(type(step))

@@ -416,6 +416,22 @@ class Seq(Strict):
     order: list[str]
 
 
+class Basetype(Strict):
+    """One basetype: its name and the records it applies to."""
+
+    name: str
+    when: Filter
+
+
+class BasetypeRecords(Strict):
+    """BASETYPE (admiral ``derive_basetype_records``): each record copied once per basetype whose
+    ``when`` it meets; records meeting none are kept once with BASETYPE empty."""
+
+    derive: Literal["basetype"]
+    basetypes: list[Basetype]
+    new: str = "BASETYPE"
+
+
 class Restrict(Strict):
     """Apply ``steps`` to the records meeting ``where`` only (admiral ``restrict_derivation``); the
     other records pass through unchanged (new variables missing on them)."""
@@ -428,7 +444,8 @@ class Restrict(Strict):
 Step = Annotated[Union[Start, Merge, MergeSupp, Count, Copy, Assign, Recode, Concat, Flag, Groups, DateStep,
                        RelativeDay, Duration, ExtremeFlag, Baseline, Anrind, Shift, Windows, Trtemfl,
                        ParamComputed, AddRecords, DropRecords, Tte, Base, Chg, Pchg, Summary, ExtremeRecords,
-                       ExtremeEvent, CaseWhen, MergeJoined, Seq, Restrict], Field(discriminator="derive")]
+                       ExtremeEvent, CaseWhen, MergeJoined, Seq, BasetypeRecords, Restrict],
+                 Field(discriminator="derive")]
 Restrict.model_rebuild()
 
 
