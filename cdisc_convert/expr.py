@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -249,7 +250,9 @@ def evaluate(expr: Expression, values: dict[str, pd.Series | float], index=None)
             text = v.astype(object).fillna("").astype(str) if isinstance(v, pd.Series) else \
                 pd.Series(str(v), index=index)
             pattern = node.args[1].value
-            hit = text.str.contains(pattern, regex=fn == "matches")
+            with warnings.catch_warnings():  # groups in a pattern only group here; nothing is extracted
+                warnings.simplefilter("ignore", UserWarning)
+                hit = text.str.contains(pattern, regex=fn == "matches")
             return _boolean(hit, miss, index)
         if fn in TEXT_FUNCTIONS:
             v = ev(node.args[0])

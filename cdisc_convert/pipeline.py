@@ -24,7 +24,7 @@ from .readers import read_csv_forms, read_odm_forms, read_sas_forms
 from .sdtm import trial_design
 from .sdtm.engine import (Conversion, Excluded, MappedDomain, check_spec, derive_subject_level, derive_supplemental,
                           finalize_domain, load_specs, map_domain_records, screen_rows)
-from .spec import DomainSpec, StudyConfig, load_domain_spec, load_study_config
+from .spec import DomainSpec, StudyConfig, load_domain_spec, load_study_config, load_study_identity
 from .writers import Dataset, atomic_output, check_output_folder, write_dataset_json, write_xpt
 
 STUDY_FILE = "study.yaml"
@@ -349,7 +349,7 @@ def run_adam_only(study_dir: Path, out_dir: Path, sdtm_dir: Path | None = None,
     t0 = time.perf_counter()
     study_dir, out_dir = Path(study_dir), Path(out_dir)
     check_output_folder(out_dir / "adam", (study_dir,))
-    study = load_study_config(study_dir / STUDY_FILE)
+    study = load_study_identity(study_dir / STUDY_FILE)
     sdtm = read_sdtm_folder(Path(sdtm_dir) if sdtm_dir else out_dir / "sdtm")
     timings: dict[str, float] = {"read": time.perf_counter() - t0}
     created = str(study.study.get("created", DEFAULT_CREATED))

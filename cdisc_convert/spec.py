@@ -451,6 +451,21 @@ class StudyConfig(Strict):
         return str(self.constants.get("STUDYID", self.study.get("studyid", "")))
 
 
+class StudyIdentity(BaseModel):
+    """The part of ``study.yaml`` an ADaM-only run reads (``--adam-only`` works from SDTM, so the
+    EDC, arms, visits and elements are neither needed nor checked)."""
+
+    model_config = ConfigDict(extra="ignore")
+    study: dict[str, Scalar]
+    constants: dict[str, Scalar] = {}
+    file: str = ""
+    lines: dict[str, int] = {}
+
+    @property
+    def studyid(self) -> str:
+        return str(self.constants.get("STUDYID", self.study.get("studyid", "")))
+
+
 def load_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     """Load YAML as plain data plus the 1-based line of every node, keyed by dotted path.
 
@@ -540,3 +555,8 @@ def load_domain_spec(path: Path) -> DomainSpec:
 def load_study_config(path: Path) -> StudyConfig:
     """Load and validate the study config (``study.yaml``)."""
     return _validate(StudyConfig, path)
+
+
+def load_study_identity(path: Path) -> StudyIdentity:
+    """The study's identity and creation date from ``study.yaml`` (for ADaM from SDTM)."""
+    return _validate(StudyIdentity, path)

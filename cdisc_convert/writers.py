@@ -90,6 +90,15 @@ def check_xpt_rules(ds: Dataset) -> dict[str, int]:
                                   dataset=ds.name, field=col)
         values = ds.data[col]
         if values.dtype.kind in "fiu":
+            if values.dtype.kind == "f":
+                infinite = np.isinf(values.to_numpy())
+                if infinite.any():  # XPT has no infinity and strict JSON parsers reject Infinity
+                    i = int(np.flatnonzero(infinite)[0])
+                    error = ConversionError(f"value {values.iloc[i]} of {col} is not finite (XPT and Dataset-JSON "
+                                            f"hold finite numbers only)", dataset=ds.name, field=col,
+                                            record=_record_name(ds, i))
+                    error.row = i
+                    raise error
             continue
         text = values if is_plain_text(values) else as_text(values)  # typed data: shared, not copied
         texts[col] = text

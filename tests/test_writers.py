@@ -51,6 +51,16 @@ def test_non_ascii_value_stops_the_write(tmp_path):
     assert err.value.record == "row 1 (USUBJID=1)"
 
 
+def test_infinite_number_stops_the_write(tmp_path):
+    # XPT has no infinity, and strict JSON parsers reject the Infinity that json.dumps would write
+    with pytest.raises(ConversionError, match="not finite") as err:
+        write_xpt(ds({"USUBJID": ["1", "2"], "AESEQ": [1.0, float("-inf")]}), tmp_path, CREATED)
+    assert (err.value.field, err.value.record) == ("AESEQ", "row 2 (USUBJID=2)")
+    with pytest.raises(ConversionError, match="not finite"):
+        write_dataset_json(ds({"USUBJID": ["1"], "AESEQ": [float("inf")]}), tmp_path, CREATED, "S", "0")
+    assert not list(tmp_path.iterdir())
+
+
 def test_xpt_header_and_character_lengths(tmp_path):
     import pyreadstat
     path = write_xpt(ds({"USUBJID": ["1", "22"], "AETERM": ["abc", "abcdef"], "AESEQ": [1.0, 2.0]}), tmp_path, CREATED)
