@@ -211,3 +211,15 @@ def test_expression_text_is_checked_when_the_spec_loads():
     with pytest.raises(Exception, match="not a condition"):
         AdamSpec.model_validate({"dataset": "A", "label": "A", "keys": [], "variables": [],
                                  "steps": [{"derive": "start", "from": "X", "filter": "AVAL + 1"}]})
+
+
+def test_merge_all_from_an_adam_dataset_takes_its_output_variables_not_working_ones():
+    dm = pd.DataFrame({"STUDYID": ["S"], "DOMAIN": ["DM"], "USUBJID": ["1"], "AGE": [70.0]})
+    vs = pd.DataFrame({"STUDYID": ["S"], "DOMAIN": ["VS"], "USUBJID": ["1"], "VSSEQ": [1]})
+    adsl = AdamSpec.model_validate({"dataset": "ADSL", "label": "S", "keys": ["USUBJID"], "variables": ["STUDYID", "USUBJID", "AGE"],
+                                    "steps": [{"derive": "start", "from": "DM"}, {"derive": "assign", "vars": {"WORK": 1}}]})
+    advs = AdamSpec.model_validate({"dataset": "ADVS", "label": "V", "keys": ["USUBJID"], "variables": ["USUBJID"],
+                                    "steps": [{"derive": "start", "from": "VS"},
+                                              {"derive": "merge", "from": "ADSL", "by": ["STUDYID", "USUBJID"], "vars": "all"}]})
+    out = derive_adam([adsl, advs], {"DM": dm, "VS": vs})["ADVS"]
+    assert out["DOMAIN"].tolist() == ["VS"] and out["AGE"].tolist() == [70.0] and "WORK" not in out

@@ -147,11 +147,12 @@ def test_ibm_conversion_equals_readstats_over_the_whole_double_range(tmp_path):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6).map(float),
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=False), st.integers(-10**6, 10**6).map(float),
                           st.sampled_from([0.0, -0.0, 1e-7, 2.5e-05, 1e-4, 1e16, 1.5e300, 5e-324])), max_size=40),
        st.lists(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=12), max_size=40))
 def test_dataset_json_rows_are_what_json_dumps_writes(tmp_path_factory, numbers, texts):
-    # orjson writes the rows; the bytes must not depend on it (floats below 1e-4, inf, DEL, controls)
+    # orjson writes the rows; the bytes must not depend on it (floats below 1e-4, DEL, controls).
+    # Infinity is refused before anything is written (test_infinite_number_stops_the_write).
     n = min(len(numbers), len(texts))
     frame = pd.DataFrame({"AVAL": pd.Series(numbers[:n], dtype=float), "AVALC": pd.Series(texts[:n], dtype=object),
                           "ADT": pd.Series([float(i * 400 - 3000) for i in range(n)], dtype=float)})

@@ -40,6 +40,7 @@ class AdamRun:
     sdtm: dict[str, pd.DataFrame]
     derived: dict[str, pd.DataFrame] = field(default_factory=dict)
     partial: dict[str, pd.DataFrame] = field(default_factory=dict)
+    variables: dict[str, list[str]] = field(default_factory=dict)  # ADaM dataset -> the variables its spec outputs
 
     def get(self, name: str, needs: Iterable[str] = ()) -> pd.DataFrame:
         if name in self.derived:
@@ -153,10 +154,11 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
     if frame is None:
         raise ConversionError("the first step must be 'start'", dataset=spec.dataset, spec=spec.line_of(*where))
     if isinstance(step, Merge):
-        if step.vars == "all":
+        if step.vars == "all":  # an ADaM dataset's output variables (not its working ones), or every SDTM one
             other = get(step.from_)
             skip = {*step.by, *step.except_, SRC}
-            new_vars = [c for c in other.columns if c not in skip]
+            listed = run.variables.get(step.from_)
+            new_vars = [c for c in (listed if listed is not None else other.columns) if c not in skip and c in other]
         else:
             new_vars = step.vars
             wanted = list(step.vars.values() if isinstance(step.vars, dict) else step.vars)
@@ -557,7 +559,7 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
     import time
 
     timings = {} if timings is None else timings
-    run = AdamRun(sdtm)
+    run = AdamRun(sdtm, variables={s.dataset: s.variable_names() for s in specs})
     state = {s.dataset: (0, None) for s in specs}
     pending = list(specs)
     while pending:
