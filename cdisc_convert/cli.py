@@ -136,7 +136,8 @@ def _cmd_validate(args) -> int:
                              ct=[Path(c) for c in args.ct or []],
                              study_dir=Path(args.study) if args.study else None,
                              accepted=Path(args.accepted) if args.accepted else None,
-                             baseline=Path(args.baseline) if args.baseline else None)
+                             baseline=Path(args.baseline) if args.baseline else None,
+                             reference_folder=Path(args.sdtm) if args.sdtm else None)
     out = write_reports(result, Path(args.out))
     counts = {s: result.count(s) for s in ("error", "warning", "info")}
     console.print(f"{result.kind} datasets in {args.folder} (CT: {result.ct_source}): {counts['error']} error(s), "
@@ -306,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     va.add_argument("--ct", action="append", metavar="PATH", help=CT_HELP)
     va.add_argument("--out", default="validation-report", help="report folder (default: validation-report)")
     va.add_argument("--study", help="study folder: its terminology.yaml, the codelists its specs bind and the ADaM "
-                                    "analysis windows of its specs")
+                                    "analysis windows, keys and treatment-emergence window of its specs")
+    va.add_argument("--sdtm", help="for an ADaM folder: the SDTM folder it was derived from (default: the sdtm/ "
+                                   "folder beside it), for the checks against DM, EX and lineage")
     va.add_argument("--fail-on", choices=["error", "warning"], help="exit 1 when findings at or above this severity")
     va.add_argument("--baseline", help="last report.json: mark findings new, persisting or fixed")
     va.add_argument("--accepted", help="YAML list of accepted findings (rule, dataset, variable, value, justification)")

@@ -22,10 +22,11 @@ from ..metadata import Terminology, load_sdtmig, load_terminology
 from ..text import as_text
 from .checks import CHECKS as _FIELD_CHECKS, FINDING, Context, DefineFacts
 from .consistency import CHECKS as _CONSISTENCY_CHECKS
+from .adam import CHECKS as _ADAM_CHECKS
 
 CATALOGUE = Path(__file__).parent.parent / "resources" / "rules.yaml"  # validation/rules.yaml, shipped in the package
 SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2}
-CHECKS = {**_FIELD_CHECKS, **_CONSISTENCY_CHECKS}
+CHECKS = {**_FIELD_CHECKS, **_CONSISTENCY_CHECKS, **_ADAM_CHECKS}
 NS = {"odm": "http://www.cdisc.org/ns/odm/v1.3", "def": "http://www.cdisc.org/ns/def/v2.1"}
 
 
@@ -103,13 +104,15 @@ def read_define_facts(path: Path) -> DefineFacts:
         raise ConversionError(f"unreadable define.xml: {exc}", source=str(path)) from None
     codelists = {cl.get("OID"): cl for cl in doc.iterfind(".//odm:CodeList", NS)}
     datasets = {g.get("Name"): g.get("OID") for g in doc.iterfind(".//odm:ItemGroupDef", NS)}
-    variables, bindings, roles, datatypes = {}, {}, {}, {}
+    variables, bindings, roles, datatypes, keys = {}, {}, {}, {}, {}
     items = {it.get("OID"): it for it in doc.iterfind(".//odm:ItemDef", NS)}
     for g in doc.iterfind(".//odm:ItemGroupDef", NS):
         for ref in g.iterfind("odm:ItemRef", NS):
             it = items.get(ref.get("ItemOID"))
             if it is None:
                 continue
+            if ref.get("KeySequence"):
+                keys.setdefault(g.get("Name"), []).append((int(ref.get("KeySequence")), it.get("Name")))
             roles[(g.get("Name"), it.get("Name"))] = ref.get("Role") or ""
             datatypes[(g.get("Name"), it.get("Name"))] = it.get("DataType") or ""
             label = it.findtext("odm:Description/odm:TranslatedText", default="", namespaces=NS)
@@ -126,7 +129,8 @@ def read_define_facts(path: Path) -> DefineFacts:
                                              if i.get(f"{{{NS['def']}}}ExtendedValue") == "Yes"}
     standard = doc.find(".//def:Standard[@Type='IG']", NS)
     return DefineFacts(datasets, variables, bindings, terms, extended, roles, datatypes,
-                       standard.get("Name") if standard is not None else "")
+                       standard.get("Name") if standard is not None else "",
+                       {name: [v for _, v in sorted(pairs)] for name, pairs in keys.items()})
 
 
 def planned_windows(tv: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -216,12 +220,16 @@ def validate_folder(folder: Path, define: Path | None = None, ct=None, study_dir
     ref_folder = reference_folder or (folder.parent / "sdtm" if kind == "ADAM" else None)
     if kind == "ADAM" and (reference_preloaded is not None or (ref_folder and ref_folder.is_dir())):
         ref_frames = reference_preloaded[0] if reference_preloaded is not None else load_datasets(ref_folder)[0]
-        reference = {k: v for k, v in ref_frames.items() if k in ("DM", "TA", "TV")}
+        reference = dict(ref_frames)  # DM/TA/TV for dates and windows, EX for treatment dates, all for lineage
     ctx = Context(frames, kind, codelists, load_sdtmig(), labels, widths, facts,
-                  planned_windows(frames.get("TV", reference.get("TV"))), reference=reference)
+                  planned_windows(frames.get("TV", reference.get("TV"))), reference=reference, folder=folder)
     if study_dir is not None:
         ctx.adam_windows = adam_windows_of(Path(study_dir))
         ctx.spec_codelists = spec_codelists_of(Path(study_dir))
+        if kind == "ADAM":
+            ctx.adam_keys, ctx.trtemfl_windows = adam_keys_and_windows_of(Path(study_dir))
+    if facts is not None and kind == "ADAM":
+        ctx.adam_keys.update(facts.keys)
     rules = load_catalogue()
     parts = []
     for rule in rules:
@@ -259,6 +267,19 @@ def adam_windows_of(study_dir: Path) -> dict[str, list]:
             if isinstance(step, Windows):
                 out[spec.dataset] = step.windows
     return out
+
+
+def adam_keys_and_windows_of(study_dir: Path) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Keys of the study's ADaM specs, and the treatment-emergence window of their trtemfl steps."""
+    from ..adam.spec import Trtemfl, load_adam_specs
+
+    keys, windows = {}, {}
+    for spec in load_adam_specs(study_dir / "adam"):
+        keys[spec.dataset] = list(spec.keys)
+        for step in spec.steps:
+            if isinstance(step, Trtemfl):
+                windows[spec.dataset] = step.window
+    return keys, windows
 
 
 def spec_codelists_of(study_dir: Path) -> dict[tuple[str, str], str]:

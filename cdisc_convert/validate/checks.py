@@ -4,6 +4,7 @@ over whole datasets, each returning findings (a DataFrame with the columns of :d
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,9 @@ class Context:
     adam_windows: dict[str, list] = field(default_factory=dict)
     reference: dict[str, pd.DataFrame] = field(default_factory=dict)  # DM/TA/SE from the SDTM folder (ADaM runs)
     spec_codelists: dict[tuple[str, str], str] = field(default_factory=dict)  # (dataset, variable) -> codelist
+    adam_keys: dict[str, list[str]] = field(default_factory=dict)  # ADaM dataset -> keys (define.xml, else spec)
+    trtemfl_windows: dict[str, int] = field(default_factory=dict)  # ADaM dataset -> days after last dose (spec)
+    folder: "Path | None" = None  # the folder validated (its lineage/ for ADaM)
 
     def domain(self, name: str) -> pd.DataFrame | None:
         return self.datasets.get(name, self.reference.get(name))
@@ -48,6 +52,7 @@ class DefineFacts:
     roles: dict[tuple[str, str], str] = field(default_factory=dict)
     datatypes: dict[tuple[str, str], str] = field(default_factory=dict)
     standard: str = ""  # the IG the define.xml declares (SDTMIG, ADaMIG)
+    keys: dict[str, list[str]] = field(default_factory=dict)  # dataset -> key variables (ItemRef KeySequence)
 
 
 def findings(rule: dict, dataset: str, frame: pd.DataFrame, mask: pd.Series, variable: str, message,
