@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..metadata import adam_variable, load_adamig
-from ..text import as_text
+from ..text import as_text, on_unique
 from .checks import FINDING, Context, findings
 
 POPULATION_FLAGS = ("SAFFL", "ITTFL", "FASFL", "PPROTFL", "COMPLFL", "RANDFL", "ENRLFL")
@@ -357,15 +357,20 @@ def adam_study_day(ctx, rule):
     return out
 
 
+def _number_text(text: pd.Series) -> pd.Series:
+    """The number a text holds (``12``, ``-1.5``, ``2E3``), else missing (``<5``, ``POSITIVE``)."""
+    text = text.str.strip()
+    return pd.to_numeric(text.where(text.str.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")),
+                         errors="coerce").astype(float)
+
+
 def bds_aval_avalc(ctx, rule):
     """Where AVALC is a number, AVAL is that number (AVAL and AVALC say the same; ADAMCR-0149/0150)."""
     out = []
     for name, frame in _bds(ctx):
         if not {"AVAL", "AVALC"} <= set(frame.columns):
             continue
-        text = _text(frame, "AVALC").str.strip()
-        as_number = pd.to_numeric(text.where(text.str.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")),
-                                  errors="coerce")
+        as_number = on_unique(_text(frame, "AVALC"), _number_text)  # once per distinct result
         aval = _num(frame, "AVAL")
         bad = as_number.notna() & (aval.isna() | ~np.isclose(aval, as_number, rtol=1e-9, atol=1e-9))
         out.append(findings(rule, name, frame, bad, "AVAL", "AVAL is not the number AVALC holds"))
@@ -467,8 +472,10 @@ def _lineage_sources(folder: Path, name: str) -> pd.Series | None:
     path = folder / "lineage" / f"{name.lower()}.csv"
     if not path.is_file():
         return None
-    lineage = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return lineage["source"] if "source" in lineage.columns else None
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, usecols=["source"])["source"]
+    except ValueError:  # no source column: not a lineage file of ours
+        return None
 
 
 def adam_lineage(ctx, rule):
@@ -485,30 +492,40 @@ def adam_lineage(ctx, rule):
             out.append(_dataset_finding(rule, name, "", f"lineage/{name.lower()}.csv has {len(sources)} records, "
                                                         f"the dataset {len(frame)}"))
             continue
-        parts = sources.reset_index(drop=True).str.split(" + ", regex=False).explode()
-        parsed = parts.str.extract(r"^([A-Z][A-Z0-9]{1,7})\.([A-Z0-9]+)=(.*)$")
-        parsed.columns = ["domain", "var", "value"]
-        parsed["row"] = parsed.index
-        parsed = parsed.dropna(subset=["domain"])
-        parsed = parsed[~parsed["domain"].str.startswith("AD")]  # ADaM sources (ADSL.DTHDT USUBJID=...) stay in ADaM
-        subjects = _text(frame, "USUBJID").reset_index(drop=True)
-        missing = pd.Series(False, index=range(len(frame)))
-        for (domain, var), group in parsed.groupby(["domain", "var"], sort=False):
-            sdtm = ctx.domain(domain)
-            if sdtm is None:
-                missing[group["row"].unique()] = True
-                continue
-            if var == "USUBJID":
-                exists = group["value"].isin(set(_text(sdtm, "USUBJID")))
-            elif var in sdtm.columns and "USUBJID" in sdtm.columns:
-                have = set(zip(_text(sdtm, "USUBJID"), _num(sdtm, var)))
-                values = pd.to_numeric(group["value"], errors="coerce")
-                exists = pd.Series([(s, v) in have for s, v in zip(subjects.loc[group["row"]], values)],
-                                   index=group.index)
-            else:
-                exists = pd.Series(False, index=group.index)
-            missing[group.loc[~exists.to_numpy(), "row"].unique()] = True
-        bad = pd.Series(missing.to_numpy(), index=frame.index)
+        # parse each distinct source once ("LB.LBSEQ=5" recurs across subjects), then join back to records
+        codes, distinct = pd.factorize(sources, use_na_sentinel=False)
+        parsed = []
+        for u, src in enumerate(distinct.tolist()):
+            for part in str(src).split(" + "):
+                head, eq, value = part.partition("=")
+                domain, _, var = head.partition(".")
+                if eq and not domain.startswith("AD"):  # ADaM sources (ADSL.DTHDT USUBJID=...) stay in ADaM
+                    # "AE.AESEQ=3" is a record; "DS.DSSTDTC USUBJID=x" (time to event) a subject's date
+                    var, _, by = var.partition(" ")
+                    parsed.append((u, domain, by or var, value))
+        missing = np.zeros(len(frame), dtype=bool)
+        if parsed:
+            table = pd.DataFrame(parsed, columns=["u", "domain", "var", "value"])
+            table["num"] = pd.to_numeric(table["value"], errors="coerce")  # once per distinct value
+            table["g"] = table.groupby(["domain", "var"], sort=False).ngroup()
+            records = pd.DataFrame({"row": np.arange(len(frame)), "u": codes,
+                                    "s": _text(frame, "USUBJID").to_numpy()}).merge(table[["u", "g", "value", "num"]],
+                                                                                  on="u")
+            gid = records["g"].to_numpy()
+            for g, (domain, var) in table.drop_duplicates("g")[["g", "domain", "var"]].set_index("g").iterrows():
+                group = records[gid == g]
+                sdtm = ctx.domain(domain)
+                if sdtm is None or var not in sdtm.columns or "USUBJID" not in sdtm.columns:
+                    missing[group["row"].to_numpy()] = True
+                    continue
+                if var == "USUBJID":
+                    exists = group["value"].isin(set(_text(sdtm, "USUBJID"))).to_numpy()
+                else:  # the subject's record with that --SEQ
+                    have = pd.DataFrame({"s": _text(sdtm, "USUBJID").to_numpy(), "num": _num(sdtm, var).to_numpy()})
+                    have = have.drop_duplicates().assign(_hit=True)
+                    exists = group[["s", "num"]].merge(have, on=["s", "num"], how="left")["_hit"].notna().to_numpy()
+                missing[group["row"].to_numpy()[~exists]] = True
+        bad = pd.Series(missing, index=frame.index)
         out.append(findings(rule, name, frame, bad, "USUBJID", lambda rows, s=sources: [
             f"lineage names an SDTM record that does not exist: {v}" for v in s.iloc[np.asarray(rows) if
                                                                               isinstance(frame.index, pd.RangeIndex) else
