@@ -246,3 +246,17 @@ def test_lineage_names_an_sdtm_record_that_does_not_exist(clean, tmp_path, examp
         table.to_csv(path, index=False)
     found = check(clean, tmp_path, lambda f, l: None, only={"ADSL", "ADAE", "ADLB"}, lineage=lineage)
     assert rules_of(found) == {("AD0024", "ADAE", "USUBJID")} and list(found["record"]) == [1]
+
+
+def test_dtype_not_a_term_of_its_adam_codelist(clean, tmp_path):
+    def change(f, l):
+        f["ADLB"].loc[0, "DTYPE"] = "GUESSED"
+    found = rules_of(check(clean, tmp_path, change, only={"ADSL", "ADLB"}))
+    assert found in ({("CT0001", "ADLB", "DTYPE")}, {("CT0002", "ADLB", "DTYPE")})
+
+
+def test_date_imputation_flag_not_a_datefl_term(clean, tmp_path):
+    def change(f, l):
+        f["ADAE"].loc[0, "ASTDTF"] = "X"
+    found = rules_of(check(clean, tmp_path, change, only={"ADSL", "ADAE"}))
+    assert found in ({("CT0001", "ADAE", "ASTDTF")}, {("CT0002", "ADAE", "ASTDTF")})

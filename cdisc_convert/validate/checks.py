@@ -96,9 +96,13 @@ def _codelist_bindings(ctx: Context, name: str, frame: pd.DataFrame) -> dict:
             else:
                 out[col] = v.codelist if len(v.codelists) == 1 else tuple(v.codelists)
     if ctx.kind == "ADAM":
+        from ..metadata import adam_variable
         for col in frame.columns:
             if col.endswith("FL") and len(col) <= 8:
                 out.setdefault(col, "NY")
+            meta = adam_variable(col)  # ADaMIG's codelist: DTYPE, *DTF (DATEFL), *TMF (TIMEFL), EOSSTT ...
+            if meta is not None and len(meta.codelists) == 1 and meta.codelists[0] in ctx.ct:
+                out.setdefault(col, meta.codelists[0])
             for d in ("DM", "AE"):
                 vm = ctx.md.domain(d).variable(col)
                 if vm and vm.codelist:
