@@ -260,3 +260,9 @@ def test_date_imputation_flag_not_a_datefl_term(clean, tmp_path):
         f["ADAE"].loc[0, "ASTDTF"] = "X"
     found = rules_of(check(clean, tmp_path, change, only={"ADSL", "ADAE"}))
     assert found in ({("CT0001", "ADAE", "ASTDTF")}, {("CT0002", "ADAE", "ASTDTF")})
+
+
+def test_numeric_variable_held_as_text(clean, tmp_path):
+    def change(f, l):
+        f["ADSL"]["AGE"] = f["ADSL"]["AGE"].map(lambda v: "" if v != v else f"{v:g}").astype(object)
+    assert rules_of(check(clean, tmp_path, change, only={"ADSL"})) == {("AD0025", "ADSL", "AGE")}

@@ -468,6 +468,22 @@ def adam_labels(ctx, rule):
     return out
 
 
+def adam_types(ctx, rule):
+    """ADaMIG variables have the IG's type: Num variables numeric, Char variables text."""
+    out = []
+    for name, frame, _ in _adam(ctx):
+        for col in frame.columns:
+            meta = adam_variable(col)
+            if meta is None or meta.type not in ("Num", "Char") or re.fullmatch(r"\w*(DT|DTM|TM)", col):
+                continue  # dates and times are AD0022's
+            numeric = frame[col].dtype.kind in "fiub"
+            if meta.type == "Num" and not numeric and (_text(frame, col) != "").any():
+                out.append(_dataset_finding(rule, name, col, f"{col} is text; ADaMIG defines it as numeric"))
+            elif meta.type == "Char" and numeric and frame[col].notna().any():
+                out.append(_dataset_finding(rule, name, col, f"{col} is numeric; ADaMIG defines it as text"))
+    return out
+
+
 def _lineage_sources(folder: Path, name: str) -> pd.Series | None:
     path = folder / "lineage" / f"{name.lower()}.csv"
     if not path.is_file():
@@ -542,5 +558,6 @@ CHECKS = {
     "bds_change": bds_change, "adam_study_day": adam_study_day, "bds_aval_avalc": bds_aval_avalc,
     "occds_treatment_emergent": occds_treatment_emergent, "adam_subject_in_adsl": adam_subject_in_adsl,
     "tte_censoring": tte_censoring, "adam_date_types": adam_date_types, "adam_labels": adam_labels,
+    "adam_types": adam_types,
     "adam_lineage": adam_lineage,
 }
