@@ -133,3 +133,38 @@ def test_adam_only_rederives_from_the_sdtm_folder(example_out, tmp_path):
                    check=True, capture_output=True)
     for name in ADAM:
         assert (out / "adam" / f"{name}.xpt").read_bytes() == (example_out / "adam" / f"{name}.xpt").read_bytes(), name
+
+
+def test_adam_only_needs_no_edc_arms_visits_or_elements(example_out, tmp_path):
+    # --adam-only reads SDTM: a study folder with only its identity and ADaM specs is enough
+    import shutil
+    study = tmp_path / "study"
+    shutil.copytree(STUDY / "adam", study / "adam")
+    (study / "study.yaml").write_text('study:\n  studyid: NCT05948982\n  created: "2026-01-01T00:00:00"\n'
+                                      'constants:\n  STUDYID: NCT05948982\n')
+    out = tmp_path / "out"
+    shutil.copytree(example_out / "sdtm", out / "sdtm")
+    done = subprocess.run([sys.executable, "-m", "cdisc_convert.cli", "run", str(study), "--out", str(out),
+                           "--adam-only"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (out / "adam" / "adsl.xpt").read_bytes() == (example_out / "adam" / "adsl.xpt").read_bytes()
+
+
+def test_validate_an_adam_folder_against_a_named_sdtm_folder(example_out, tmp_path):
+    import shutil
+    adam = tmp_path / "elsewhere" / "adam"
+    shutil.copytree(example_out / "adam", adam)  # no sdtm/ beside it: --sdtm names it
+    args = [sys.executable, "-m", "cdisc_convert.cli", "validate", str(adam), "--study", str(STUDY),
+            "--out", str(tmp_path / "report"), "--fail-on", "error"]
+    done = subprocess.run([*args, "--sdtm", str(example_out / "sdtm")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # an SDTM folder without AE and LB: the lineage of ADAE and ADLB now points nowhere
+    partial = tmp_path / "partial-sdtm"
+    partial.mkdir()
+    shutil.copy(example_out / "sdtm" / "dm.xpt", partial / "dm.xpt")
+    lost = subprocess.run([*args, "--sdtm", str(partial)], capture_output=True, text=True)
+    assert lost.returncode == 1
+    findings = json.loads((tmp_path / "report" / "report.json").read_text())["findings"]
+    assert {f["dataset"] for f in findings if f["rule"] == "AD0024"} >= {"ADAE", "ADLB"}
+    bad = subprocess.run([*args, "--sdtm", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

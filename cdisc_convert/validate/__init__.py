@@ -217,6 +217,8 @@ def validate_folder(folder: Path, define: Path | None = None, ct=None, study_dir
     define_path = Path(define) if define else (folder / "define.xml" if (folder / "define.xml").exists() else None)
     facts = read_define_facts(define_path) if define_path else None
     reference = {}
+    if reference_folder is not None and reference_preloaded is None and not Path(reference_folder).is_dir():
+        raise ConversionError("SDTM folder not found", source=str(reference_folder))
     ref_folder = reference_folder or (folder.parent / "sdtm" if kind == "ADAM" else None)
     if kind == "ADAM" and (reference_preloaded is not None or (ref_folder and ref_folder.is_dir())):
         ref_frames = reference_preloaded[0] if reference_preloaded is not None else load_datasets(ref_folder)[0]
