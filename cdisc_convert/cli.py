@@ -147,6 +147,23 @@ def _cmd_validate(args) -> int:
     return result.exit_code(args.fail_on)
 
 
+def _cmd_spec_workbook(args) -> int:
+    import json
+
+    from .spec_workbook import write_spec_workbook
+
+    metadata = None
+    if args.data:
+        path = Path(args.data) / "metadata.json"
+        if not path.is_file():
+            raise ConversionError("no metadata.json in the output folder (run the study first)", source=str(args.data))
+        metadata = json.loads(path.read_text())
+    out = write_spec_workbook(Path(args.study), Path(args.out), metadata,
+                              Path(args.previous) if args.previous else None)
+    console.print(f"mapping specification: {out}")
+    return 0
+
+
 def _print_lines(lines) -> None:
     out = Console(highlight=False, soft_wrap=True)  # one value, one line, also when piped
     for text, style in lines:
@@ -314,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     va.add_argument("--baseline", help="last report.json: mark findings new, persisting or fixed")
     va.add_argument("--accepted", help="YAML list of accepted findings (rule, dataset, variable, value, justification)")
     va.set_defaults(func=_cmd_validate)
+    sw = sub.add_parser("spec-workbook", help="the mapping specification as an Excel workbook for review")
+    sw.add_argument("study", help="study folder (study.yaml, domain specs, adam/)")
+    sw.add_argument("--out", default="spec.xlsx", help="workbook to write (default: spec.xlsx)")
+    sw.add_argument("--data", help="output folder of a run: its metadata.json adds the written lengths")
+    sw.add_argument("--previous", help="a previous version of the study folder: adds a Changes sheet")
+    sw.set_defaults(func=_cmd_spec_workbook)
     ds = sub.add_parser("diff-spec", help="semantic diff of two versions of the mapping specs")
     ds.add_argument("paths", nargs="*", help="two study folders (OLD NEW)")
     ds.add_argument("--rev", action="append", help="a git revision; give it twice (old, then new)")

@@ -451,8 +451,11 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
                 validation[folder] = {s: checked.count(s) for s in ("error", "warning", "info")}
         timings["validate"] = time.perf_counter() - t5
         (lin_dir / "rules.json").write_text(json.dumps(_rule_lineage(specs), indent=1, sort_keys=True) + "\n")
-        (tmp / "metadata.json").write_text(json.dumps(variable_metadata(datasets, specs, load_sdtmig()), indent=1,
-                                                      sort_keys=True) + "\n")
+        metadata = variable_metadata(datasets, specs, load_sdtmig())
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+        progress("spec.xlsx")
+        from .spec_workbook import write_spec_workbook
+        write_spec_workbook(study_dir, tmp / "spec.xlsx", metadata, terminology=terminology)
         (tmp / "reconciliation.csv").write_text(_csv_text(recon), encoding="utf-8")
         report = {
             "summary": {"source_rows": int(len(recon)), "mapped": int((recon.status == "mapped").sum()),
