@@ -29,6 +29,14 @@ def example_out_odm(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def pilot_out(tmp_path_factory) -> Path:
+    """The CDISC pilot study (SDTM and ADaM) converted once for the pilot tests."""
+    out = tmp_path_factory.mktemp("pilot") / "out"
+    run_study(REPO / "mappings" / "cdiscpilot01", out)
+    return out
+
+
 @pytest.fixture
 def study_copy(tmp_path) -> Path:
     """A writable copy of the example study folder (specs + export), for bad-input tests."""

@@ -11,19 +11,14 @@ import pytest
 from lxml import etree
 
 from cdisc_convert.define_xml import DEFINE_XSD
-from cdisc_convert.pipeline import run_study
 
-from conftest import REPO
 
-PILOT = REPO / "mappings" / "cdiscpilot01"
 EPOCH = pd.Timestamp("1960-01-01")
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pilot_adam") / "out"
-    run_study(PILOT, folder)
-    return folder
+def out(pilot_out):
+    return pilot_out  # converted once per session (conftest)
 
 
 def read(out, folder, name):

@@ -8,18 +8,9 @@ import pandas as pd
 import pytest
 from lxml import etree
 
-from cdisc_convert.pipeline import run_study
 
-from conftest import REPO, SHARED
+from conftest import SHARED
 
-PILOT = REPO / "mappings" / "cdiscpilot01"
-
-
-@pytest.fixture(scope="module")
-def pilot_out(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pilot") / "out"
-    run_study(PILOT, out)
-    return out
 
 
 def sdtm(out, name):
