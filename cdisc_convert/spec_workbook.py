@@ -151,6 +151,16 @@ def build_workbook(study_dir: Path, study: StudyConfig, specs, adam_specs, termi
         if spec.supp:
             datasets.append(["SDTM", f"SUPP{spec.domain}", f"Supplemental Qualifiers for {spec.domain}",
                              "RELATIONSHIP", "STUDYID, RDOMAIN, USUBJID, IDVAR, IDVARVAL, QNAM", spec.file, ""])
+    # built from study.yaml, not from a domain spec: the trial design, SE/SV and RELREC
+    design = [("TA", bool(study.arms)), ("TE", bool(study.elements)), ("TV", bool(study.visits)),
+              ("TS", bool(study.trial_summary)), ("SE", bool(study.elements)), ("SV", bool(study.visits)),
+              ("RELREC", bool(study.relationships))]
+    for name, present in design:
+        if present and name not in {s.domain for s in specs}:
+            meta = md.domain(name)
+            datasets.append(["SDTM", name, meta.label, meta.cls, ", ".join(meta.keys), study.file,
+                             "from the study's trial design and visits" if name != "RELREC" else
+                             "from the study's relationships"])
     for spec in adam_specs:
         datasets.append(["ADaM", spec.dataset, spec.label, spec.class_, ", ".join(spec.keys), f"adam/{spec.file}",
                          spec.comment or ""])

@@ -30,6 +30,7 @@ def test_run_writes_the_workbook_with_a_sheet_per_dataset(example_out, workbook)
     assert {"Datasets", "ADSL", "ADLB", "Codelists", "Value level", "Methods"} <= set(workbook.sheetnames)
     listed = {r["Dataset"] for r in rows(workbook["Datasets"])}
     assert {"AE", "SUPPAE", "ADSL"} <= listed
+    assert set(manifest["datasets"]) <= listed  # trial design, SE, SV, RELREC included
 
 
 def test_every_written_variable_is_in_its_sheet_with_its_length(example_out, workbook):
