@@ -32,6 +32,7 @@ HEADER = ["Variable", "Label", "Type", "Length", "Core", "Origin", "Source form"
           "Codelist", "Comment", "Spec"]
 ADAM_HEADER = ["Variable", "Label", "Type", "Origin", "Derivation", "Comment", "Spec"]
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+LONG_CODELIST = 60  # a CDISC codelist longer than this is named, not listed term by term
 
 
 def _rule_dict(rule) -> dict:
@@ -212,13 +213,18 @@ def codelist_rows(specs, terminology) -> list[list]:
         source = "sponsor" if cl.source not in ("CDISC",) and not cl.dictionary else \
             (cl.dictionary if cl.dictionary else "CDISC")
         terms = list(cl.terms) if not cl.dictionary else []
+        first = len(rows)
+        if source == "CDISC" and len(terms) > LONG_CODELIST:  # UNIT, LBTESTCD ...: the package has them
+            rows.append([name, cl.code, cl.label, "Yes" if cl.extensible else "No",
+                         f"({len(terms)} CDISC terms: see the CT package)", "", "", source, cl.package])
+            terms = []
         for term in terms:
             rows.append([name, cl.code, cl.label, "Yes" if cl.extensible else "No", term, cl.decodes.get(term, ""),
                          cl.term_codes.get(term, ""), source, cl.package])
         for term in cl.extended:
             rows.append([name, cl.code, cl.label, "Yes" if cl.extensible else "No", term, cl.decodes.get(term, ""),
                          "", "sponsor extension", cl.package])
-        if not terms and not cl.extended:
+        if len(rows) == first:  # an external dictionary (ISO 3166 ...) or an empty list: the codelist itself
             rows.append([name, cl.code, cl.label, "Yes" if cl.extensible else "No", "", "", "", source, cl.package])
     return rows
 
