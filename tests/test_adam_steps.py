@@ -223,3 +223,22 @@ def test_merge_all_from_an_adam_dataset_takes_its_output_variables_not_working_o
                                               {"derive": "merge", "from": "ADSL", "by": ["STUDYID", "USUBJID"], "vars": "all"}]})
     out = derive_adam([adsl, advs], {"DM": dm, "VS": vs})["ADVS"]
     assert out["DOMAIN"].tolist() == ["VS"] and out["AGE"].tolist() == [70.0] and "WORK" not in out
+
+
+def test_text_functions_give_analysis_visits():
+    frame = pd.DataFrame({"USUBJID": ["1", "1", "1"], "VISIT": ["BASELINE", "WEEK 12", "UNSCHEDULED 3.1"]})
+    out = run([{"derive": "start", "from": "X"},
+               {"derive": "case", "cases": [
+                   {"when": "matches(VISIT, 'UNSCHED')", "set": {"AVISIT": None}},
+                   {"when": "present(VISIT)", "set": {"AVISIT": {"expr": "title(VISIT)"},
+                                                      "AVISITN": {"expr": "number(replace(VISIT, 'WEEK', ''))"}}}]}],
+              {"X": frame})
+    assert out["AVISIT"].tolist() == ["Baseline", "Week 12", ""]
+    assert np.isnan(out["AVISITN"].iloc[0]) and out["AVISITN"].iloc[1] == 12.0
+
+
+def test_no_imputation_leaves_partial_dates_missing():
+    ds = pd.DataFrame({"USUBJID": ["1", "2"], "DSSTDTC": ["2024-03", "2024-03-05"]})
+    out = run([{"derive": "start", "from": "DS"}, {"derive": "date", "dtc": "DSSTDTC", "prefix": "EOS", "highest": "n"}],
+              {"DS": ds})
+    assert pd.isna(out["EOSDT"].iloc[0]) and out["EOSDT"].iloc[1] == pd.Timestamp("2024-03-05")

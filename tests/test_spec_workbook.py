@@ -83,3 +83,11 @@ def test_byte_stable_and_changes_sheet_against_a_previous_version(tmp_path):
     subprocess.run([*args, "--out", str(tmp_path / "c.xlsx"), "--previous", str(old)], check=True, capture_output=True)
     changes = rows(openpyxl.load_workbook(tmp_path / "c.xlsx")["Changes"])
     assert any(r["File"] == "ae.yaml" and "AETERM" in str(r["Path"]) for r in changes)
+
+
+def test_bad_input_is_one_line_exit_2_and_leaves_no_file(tmp_path):
+    args = [sys.executable, "-m", "cdisc_convert.cli", "spec-workbook"]
+    for extra in ([str(tmp_path / "no-study")], [str(STUDY), "--data", str(tmp_path / "no-run")]):
+        done = subprocess.run([*args, *extra, "--out", str(tmp_path / "s.xlsx")], capture_output=True, text=True)
+        assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+    assert not list(tmp_path.glob("*.xlsx")) and not list(tmp_path.glob(".*.tmp"))

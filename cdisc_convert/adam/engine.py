@@ -172,12 +172,9 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
         except ValueError as exc:
             raise ConversionError(str(exc), dataset=spec.dataset, spec=spec.line_of(*where)) from None
         if step.missing:
-            matched = derive.derive_vars_merged(frame[step.by], other.assign(_hit=True), step.by, ["_hit"], flt,
-                                                step.order, step.mode)["_hit"].notna().to_numpy() \
-                if step.order or flt is not None else None
-            if matched is None:
-                matched = frame[step.by].merge(other[step.by].drop_duplicates().assign(_hit=True), on=step.by,
-                                               how="left")["_hit"].notna().to_numpy()
+            # a record matched when a record of ``from`` meeting the filter has its keys (order only picks which)
+            keys = (other[flt] if flt is not None else other)[step.by].drop_duplicates().assign(_hit=True)
+            matched = frame[step.by].merge(keys, on=step.by, how="left")["_hit"].notna().to_numpy()
             for var, value in step.missing.items():
                 out[var] = _settle(out[var].where(matched, value) if var in out.columns else
                                    pd.Series(np.where(matched, np.nan, value), index=out.index))
@@ -443,9 +440,10 @@ def extreme_event(step: ExtremeEvent, frame: pd.DataFrame, get, spec: AdamSpec, 
                                   spec=spec.line_of(*at))
         parts.append(part.assign(_event=k))
     candidates = pd.concat(parts, ignore_index=True)
-    for var in step.order:  # mixed sources: dates with dates, numbers with numbers
-        if candidates[var].dtype == object:
-            candidates[var] = pd.to_numeric(candidates[var], errors="coerce")
+    for var in step.order:  # numbers set by one event and null by another concatenate as objects
+        values = candidates[var]
+        if values.dtype == object and not values.dropna().map(lambda v: isinstance(v, str)).any():
+            candidates[var] = pd.to_numeric(values, errors="coerce")
     try:
         out = derive.derive_vars_merged(frame, candidates, step.by, step.new, None, [*step.order, "_event"], step.mode)
     except ValueError as exc:

@@ -204,7 +204,7 @@ def adsl_population_flags(ctx, rule):
     return out
 
 
-def _pairs(ctx, name, frame, cls, family: str) -> list[tuple[str, str, list[str]]]:
+def _pairs(frame, family: str) -> list[tuple[str, str, list[str]]]:
     """(variable, its numeric/coded partner, extra by-variables) pairs of a family of rules."""
     cols = set(frame.columns)
     out = []
@@ -248,8 +248,8 @@ def adam_one_to_one(ctx, rule):
     ATPT/ATPTN 0117/0118, AVALCATy/AVALCAyN 0221). Only records with both values count."""
     family = rule.get("params", {}).get("family", "")
     out = []
-    for name, frame, cls in _adam(ctx):
-        for a, b, by in _pairs(ctx, name, frame, cls, family):
+    for name, frame, _ in _adam(ctx):
+        for a, b, by in _pairs(frame, family):
             ta, tb = _text(frame, a), _text(frame, b)
             both = (ta != "") & (tb != "")
             keys = pd.DataFrame({"_a": ta, "_b": tb, **{k: _text(frame, k) for k in by}})[both]
