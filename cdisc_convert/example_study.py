@@ -21,12 +21,14 @@ import csv
 import datetime as dt
 import io
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from ruamel.yaml import YAML
 
+from .crf import DISPLAY_FORMAT, CrfDesign, CrfForm, CrfItem, write_data_dictionary
 from .errors import ConversionError
 
 KEY_FIELDS = ["SITEID", "SUBJECT", "FOLDER", "FORMREPEAT"]
@@ -92,6 +94,132 @@ AE_TERMS = [
 ]
 SEVERITY = {1: "Mild", 2: "Moderate", 3: "Severe", 4: "Severe", 5: "Severe"}
 RELATION = ["Not related", "Unlikely related", "Possibly related", "Probably related"]
+
+
+# The CRF as designed in the EDC: what a site sees on each page (question text, choices, units).
+# The export carries it as ODM metadata and as a data dictionary CSV; the aCRF is drawn from it.
+ANALYTES = {
+    "ALT": "Alanine aminotransferase (ALT)", "AST": "Aspartate aminotransferase (AST)", "BILI": "Total bilirubin",
+    "GGT": "Gamma-glutamyl transferase (GGT)", "ALP": "Alkaline phosphatase (ALP)", "ALB": "Albumin",
+    "CHE": "Cholinesterase", "INR": "INR", "CREAT": "Creatinine", "PT": "Prothrombin time",
+    "CD3": "CD3+ T cells (% of lymphocytes)", "CD4": "CD4+ T cells (% of lymphocytes)",
+    "CD8": "CD8+ T cells (% of lymphocytes)", "TREG": "Regulatory T cells (% of CD4+)",
+    "TH17": "Th17 cells (% of CD4+)", "IGA": "Immunoglobulin A", "IGG": "Immunoglobulin G", "IGM": "Immunoglobulin M",
+    "IGE": "Immunoglobulin E", "AFP": "Alpha-fetoprotein (AFP)", "AFPL3": "AFP-L3 fraction",
+    "CEA": "Carcinoembryonic antigen (CEA)", "CA199": "CA 19-9", "CA153": "CA 15-3", "PIVKA": "PIVKA-II",
+    "HBVDNA": "HBV DNA", "IL1B": "Interleukin-1 beta", "IL6": "Interleukin-6", "IL8": "Interleukin-8",
+    "IL10": "Interleukin-10", "IL12": "Interleukin-12", "IL17": "Interleukin-17", "TNFA": "TNF-alpha",
+    "TGFB": "TGF-beta", "IFNG": "Interferon gamma", "SDF1": "SDF-1", "CRP": "C-reactive protein",
+    "MMP9": "MMP-9", "HBA1C": "HbA1c", "GLUC": "Fasting glucose",
+    "HIVAB": "Anti-HIV-1/2 antibody", "HCVAB": "Anti-HCV antibody", "SYPHAB": "Anti-Treponema pallidum antibody",
+}
+FORM_TITLES = {
+    "AE": "Adverse Events", "CIRR": "Decompensation Events", "CLDQ": "Chronic Liver Disease Questionnaire (CLDQ)",
+    "DM": "Demographics and Enrolment", "DS": "End of Study", "DTH": "Death", "ECOG": "ECOG Performance Status",
+    "EQ5D": "EQ-5D-5L", "EX": "UC-MSC Infusion", "FIBRO": "Liver Stiffness (FibroScan)", "LBCYT": "Cytokines",
+    "LBELIG": "Eligibility Laboratory Tests", "LBHBV": "HBV DNA", "LBIMM": "Immunology",
+    "LBLIV": "Liver Function and Coagulation", "LBTUM": "Tumour Markers", "SF36": "SF-36 Health Survey",
+    "TX": "Liver Transplantation",
+}
+CRF_CODELISTS = {
+    "NY": ["Yes", "No"], "SEX": ["Male", "Female"], "RACE": ["Asian", "White", "Black or African American", "Other"],
+    "ETHNIC": ["Hispanic or Latino", "Not Hispanic or Latino"], "COHORT": ["LOW", "MEDIUM", "HIGH"],
+    "AESEV": ["Mild", "Moderate", "Severe"], "TOXGR": ["1", "2", "3", "4", "5"], "AEREL": RELATION,
+    "AEACN": ["Dose not changed", "Drug withdrawn", "Drug interrupted", "Not applicable"],
+    "AEOUT": ["Recovered/Resolved", "Recovering/Resolving", "Not recovered/Not resolved",
+              "Recovered/Resolved with sequelae", "Fatal", "Unknown"],
+    "DSSTAT": ["Completed", "Screen failure", "Withdrawal by subject", "Death", "Adverse event", "Other"],
+    "SEVERITY": ["None", "Mild", "Moderate", "Severe"], "HEGRADE": ["None", "Grade 1", "Grade 2", "Grade 3", "Grade 4"],
+    "SEROLOGY": ["Negative", "Positive", "Indeterminate"], "INFNUM": ["1", "2", "3"], "EXVOL": ["10", "20", "30"],
+    "ECOG": [("0", "Fully active"), ("1", "Restricted in strenuous activity"), ("2", "Ambulatory, capable of self-care"),
+             ("3", "Limited self-care"), ("4", "Completely disabled"), ("5", "Dead")],
+    "EQ5D5L": [("1", "No problems"), ("2", "Slight problems"), ("3", "Moderate problems"), ("4", "Severe problems"),
+               ("5", "Unable / extreme problems")],
+    "CLDQ7": [str(i) for i in range(1, 8)],
+    **{f"SF36R{n}": [str(i) for i in range(1, n + 1)] for n in sorted(set(SF36_CHOICES.values()))},
+    **{f"UNIT_{a}": units for spec in LAB_FORMS.values() for a, (units, *_r) in spec.items()},
+}
+
+
+def _crf_items(form: str) -> list[tuple]:
+    """(field, question, datatype, length, codelist, unit) of each field of a form, in page order.
+    Dates and times are text in the EDC's display format (``08 JAN 2024``, ``09:30``)."""
+    if form in LAB_FORMS:
+        items = [("LBDAT", "Date of sample collection", "text", 11, None, None, "DD MON YYYY"),
+                 ("LBTIM", "Time of sample collection", "text", 5, None, None, "HH:MM")]
+        for analyte, (units, *_rest) in LAB_FORMS[form].items():
+            items.append((analyte, ANALYTES[analyte], "text", 10, None, None))
+            items.append((f"{analyte}_U", f"{ANALYTES[analyte]}: unit", "text", 8, f"UNIT_{analyte}", None))
+        if form == "LBELIG":
+            items += [(t, ANALYTES[t], "text", 13, "SEROLOGY", None) for t in ELIG_SEROLOGY]
+        return items
+    if form == "SF36":
+        return [("QSDAT", "Date of assessment", "text", 11, None, None, "DD MON YYYY")] + [
+            (f"SF36_{i:02d}", f"SF-36 item {i}", "integer", 1, f"SF36R{SF36_CHOICES[i]}", None) for i in range(1, 37)]
+    if form == "CLDQ":
+        return [("QSDAT", "Date of assessment", "text", 11, None, None, "DD MON YYYY")] + [
+            (f"CLDQ{i:02d}", f"CLDQ item {i}", "integer", 1, "CLDQ7", None) for i in range(1, 30)]
+    yes_no = lambda name, q: (name, q, "text", 3, "NY", None)  # noqa: E731
+    return {
+        "DM": [("ICDAT", "Date informed consent signed", "text", 11, None, None, "DD MON YYYY"),
+               ("BRTHDAT", "Date of birth", "text", 11, None, None, "DD MON YYYY"), ("SEX", "Sex", "text", 6, "SEX", None),
+               ("RACE", "Race", "text", 25, "RACE", None), ("ETHNIC", "Ethnicity", "text", 22, "ETHNIC", None),
+               ("WEIGHT", "Body weight", "float", 5, None, "kg"),
+               yes_no("ENROLLED", "Was the subject enrolled?"),
+               ("COHORT", "Dose cohort assigned", "text", 6, "COHORT", None)],
+        "EQ5D": [("QSDAT", "Date of assessment", "text", 11, None, None, "DD MON YYYY")] + [
+            (f"EQ5D_{d}", q, "integer", 1, "EQ5D5L", None) for d, q in (
+                ("MO", "Mobility"), ("SC", "Self-care"), ("UA", "Usual activities"), ("PD", "Pain / discomfort"),
+                ("AD", "Anxiety / depression"))] + [
+            ("EQ5D_VAS", "Your health today (visual analogue scale, 0-100)", "integer", 3, None, None)],
+        "EX": [("EXSTDAT", "Date of infusion", "text", 11, None, None, "DD MON YYYY"),
+               ("EXSTTIM", "Infusion start time", "text", 5, None, None, "HH:MM"),
+               ("EXENTIM", "Infusion end time", "text", 5, None, None, "HH:MM"),
+               ("INFNUM", "Infusion number", "integer", 1, "INFNUM", None),
+               ("EXVOL", "Volume infused", "integer", 2, "EXVOL", "mL")],
+        "ECOG": [("ECOGDAT", "Date of assessment", "text", 11, None, None, "DD MON YYYY"),
+                 ("ECOG", "ECOG performance status", "integer", 1, "ECOG", None)],
+        "CIRR": [("CIRRDAT", "Date of assessment", "text", 11, None, None, "DD MON YYYY"),
+                 ("ASCITES", "Ascites", "text", 8, "SEVERITY", None),
+                 ("HEGRADE", "Hepatic encephalopathy (West Haven grade)", "text", 7, "HEGRADE", None),
+                 yes_no("VARBLEED", "Variceal bleeding since the last visit?"),
+                 yes_no("SBP", "Spontaneous bacterial peritonitis since the last visit?"),
+                 yes_no("HRS", "Hepatorenal syndrome since the last visit?"),
+                 yes_no("HEPFAIL", "Liver failure since the last visit?")],
+        "FIBRO": [("FIBRODAT", "Date of FibroScan", "text", 11, None, None, "DD MON YYYY"),
+                  ("LSM", "Liver stiffness measurement", "float", 5, None, "kPa"),
+                  ("IQRMED", "Interquartile range / median", "integer", 3, None, "%")],
+        "AE": [("AETERM", "Adverse event (verbatim term)", "text", 200, None, None),
+               ("AESTDAT", "Start date", "text", 11, None, None, "DD MON YYYY"), ("AEENDAT", "End date", "text", 11, None, None, "DD MON YYYY"),
+               yes_no("AEONGO", "Ongoing?"), ("AETOXGR", "CTCAE grade", "integer", 1, "TOXGR", None),
+               ("AESEV", "Severity", "text", 8, "AESEV", None), yes_no("AESER", "Serious?"),
+               yes_no("AESDTH", "Serious: resulted in death?"),
+               yes_no("AESHOSP", "Serious: required or prolonged hospitalisation?"),
+               yes_no("AESLIFE", "Serious: life-threatening?"),
+               yes_no("AESDISAB", "Serious: persistent or significant disability?"),
+               yes_no("AESCONG", "Serious: congenital anomaly?"),
+               yes_no("AESMIE", "Serious: other medically important event?"),
+               ("AEREL", "Relationship to UC-MSC", "text", 16, "AEREL", None),
+               ("AEACN", "Action taken with UC-MSC", "text", 16, "AEACN", None),
+               ("AEOUT", "Outcome", "text", 32, "AEOUT", None),
+               yes_no("AEDLT", "Is this event a dose-limiting toxicity?")],
+        "DS": [("DSDAT", "Date of completion or discontinuation", "text", 11, None, None, "DD MON YYYY"),
+               ("DSSTAT", "Subject status", "text", 21, "DSSTAT", None),
+               ("DSREAS", "Reason, if not completed", "text", 200, None, None)],
+        "DTH": [("DTHDAT", "Date of death", "text", 11, None, None, "DD MON YYYY"),
+                ("DTHCAUS", "Primary cause of death", "text", 200, None, None)],
+        "TX": [("TXDAT", "Date of transplantation", "text", 11, None, None, "DD MON YYYY"),
+               ("TXPROC", "Procedure", "text", 200, None, None)],
+    }[form]
+
+
+def crf_design() -> CrfDesign:
+    """The example study's CRF design: the same at any study size (it is the EDC's, not the data's)."""
+    forms = []
+    for name in sorted(FORM_TITLES):
+        forms.append(CrfForm(name, FORM_TITLES[name], [CrfItem(*i) for i in _crf_items(name)]))
+    codelists = {name: [t if isinstance(t, tuple) else (t, t) for t in terms] for name, terms in CRF_CODELISTS.items()}
+    return CrfDesign(forms, codelists, "example")
 
 
 @dataclass
@@ -372,7 +500,7 @@ def _ae_values(rng, verbatim, onset, grade, partial, ongoing, related, dlt=False
 
 
 def write_csv_export(export: ExampleExport, out_dir: Path) -> list[Path]:
-    """Write one UTF-8 CSV per form (``dm.csv`` ...) and return the paths."""
+    """Write one UTF-8 CSV per form (``dm.csv`` ...) and the CRF design as ``data_dictionary.csv``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for form in sorted(export.forms):
@@ -383,6 +511,7 @@ def write_csv_export(export: ExampleExport, out_dir: Path) -> list[Path]:
         path = out_dir / f"{form.lower()}.csv"
         path.write_bytes(buf.getvalue().encode("utf-8"))
         paths.append(path)
+    paths.append(write_data_dictionary(crf_design(), out_dir / "data_dictionary.csv"))
     return paths
 
 
@@ -396,29 +525,45 @@ def write_odm_export(export: ExampleExport, path: Path, study_oid: str = "NCT059
         f'<StudyDescription>Example EDC export</StudyDescription><ProtocolName>{study_oid}</ProtocolName>'
         '</GlobalVariables><MetaDataVersion OID="MDV.1" Name="EDC export">',
     ]
-    folders = []
+    design = crf_design()
+    folder_forms: dict[str, list[str]] = {}  # the forms each folder (study event) collects, as seen
     for _subject, _site, subject_folders in export.subjects:
-        for folder, _pages in subject_folders:
-            if folder not in folders:
-                folders.append(folder)
+        for folder, pages in subject_folders:
+            seen = folder_forms.setdefault(folder, [])
+            seen.extend(form for form, _r, _v in pages if form not in seen)
+    units = sorted({i.unit for f in design.forms for i in f.items if i.unit})
+    out[-1] = out[-1].replace("<MetaDataVersion", "<BasicDefinitions>" + "".join(
+        f'<MeasurementUnit OID="MU.{_oid(u)}" Name={quoteattr(u)}><Symbol>{_text(u)}</Symbol></MeasurementUnit>'
+        for u in units) + "</BasicDefinitions><MetaDataVersion")
     # OIDs are unique across the metadata (SE./F./IG./IT. prefixes); Names carry the EDC names
-    out.append('<Protocol>' + "".join(f'<StudyEventRef StudyEventOID="SE.{f}" Mandatory="No"/>' for f in folders)
+    out.append('<Protocol>' + "".join(f'<StudyEventRef StudyEventOID="SE.{f}" Mandatory="No"/>' for f in folder_forms)
                + '</Protocol>')
-    for f in folders:
+    for f, forms in folder_forms.items():
         out.append(f'<StudyEventDef OID="SE.{f}" Name="{f}" Repeating="No" Type="Common">'
-                   + "".join(f'<FormRef FormOID="F.{form}" Mandatory="No"/>' for form in sorted(export.forms))
+                   + "".join(f'<FormRef FormOID="F.{form}" Mandatory="No"/>' for form in sorted(forms))
                    + '</StudyEventDef>')
-    for form in sorted(export.forms):
-        out.append(f'<FormDef OID="F.{form}" Name="{form}" Repeating="Yes"><ItemGroupRef ItemGroupOID="IG.{form}" '
-                   f'Mandatory="Yes"/></FormDef>')
-    for form in sorted(export.forms):
-        items = [n for n in export.forms[form] if n not in KEY_FIELDS]
-        out.append(f'<ItemGroupDef OID="IG.{form}" Name="{form}" Repeating="No">'
-                   + "".join(f'<ItemRef ItemOID="IT.{form}.{n}" Mandatory="No"/>' for n in items) + '</ItemGroupDef>')
-    for form in sorted(export.forms):
-        for n in export.forms[form]:
-            if n not in KEY_FIELDS:
-                out.append(f'<ItemDef OID="IT.{form}.{n}" Name="{n}" DataType="text"/>')
+    for form in design.forms:
+        out.append(f'<FormDef OID="F.{form.name}" Name="{form.name}" Repeating="{"Yes" if form.name == "AE" else "No"}">'
+                   f'<Description>{_text(form.title)}</Description>'
+                   f'<ItemGroupRef ItemGroupOID="IG.{form.name}" Mandatory="Yes"/></FormDef>')
+    for form in design.forms:
+        out.append(f'<ItemGroupDef OID="IG.{form.name}" Name="{form.name}" Repeating="No">'
+                   + "".join(f'<ItemRef ItemOID="IT.{form.name}.{i.name}" Mandatory="No"/>' for i in form.items)
+                   + '</ItemGroupDef>')
+    numeric = {name for name, terms in design.codelists.items() if all(c.isdigit() for c, _d in terms)}
+    for form in design.forms:
+        for i in form.items:
+            unit = f'<MeasurementUnitRef MeasurementUnitOID="MU.{_oid(i.unit)}"/>' if i.unit else ""
+            out.append(f'<ItemDef OID="IT.{form.name}.{i.name}" Name="{i.name}" DataType="{i.datatype}"'
+                       + (f' Length="{i.length}"' if i.length else "")
+                       + f'><Question>{_text(i.question)}</Question>{unit}'
+                       + (f'<CodeListRef CodeListOID="CL.{i.codelist}"/>' if i.codelist else "")
+                       + (f'<Alias Context="{DISPLAY_FORMAT}" Name="{i.display_format}"/>' if i.display_format else "")
+                       + '</ItemDef>')
+    for name, terms in design.codelists.items():
+        out.append(f'<CodeList OID="CL.{name}" Name="{name}" DataType="{"integer" if name in numeric else "text"}">'
+                   + "".join(f'<CodeListItem CodedValue={quoteattr(c)}><Decode>{_text(d)}</Decode></CodeListItem>'
+                             for c, d in terms) + '</CodeList>')
     out.append('</MetaDataVersion></Study>')
     out.append(f'<AdminData><Location OID="01" Name="Shanghai General Hospital" LocationType="Site">'
                f'<MetaDataVersionRef StudyOID="{study_oid}" MetaDataVersionOID="MDV.1" EffectiveDate="2024-01-01"/>'
@@ -438,6 +583,16 @@ def write_odm_export(export: ExampleExport, path: Path, study_oid: str = "NCT059
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(("\n".join(out) + "\n").encode("utf-8"))
     return path
+
+
+def _text(text: str) -> str:
+    """An ODM TranslatedText element holding ``text``."""
+    return f'<TranslatedText xml:lang="en">{escape(text)}</TranslatedText>'
+
+
+def _oid(text: str) -> str:
+    """An OID-safe form of a unit symbol (``%`` -> ``PCT``)."""
+    return re.sub(r"[^A-Za-z0-9]", "_", text.replace("%", "PCT"))
 
 
 def write_example_study(out_dir: Path, n_subjects: int = 18, seed: int = 20230717, odm: bool = True) -> Path:

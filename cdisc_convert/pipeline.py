@@ -61,8 +61,8 @@ def read_edc(study: StudyConfig, study_dir: Path, edc: Path | None = None, encod
         return read_sas_forms(path), files
     from .readers import csv_form_files
 
-    return (read_csv_forms(path, encoding or study.edc.encoding, study.edc.forms, study.edc.ignore),
-            csv_form_files(path, study.edc.forms, study.edc.ignore))
+    return (read_csv_forms(path, encoding or study.edc.encoding, study.edc.forms, study.edc.not_forms),
+            csv_form_files(path, study.edc.forms, study.edc.not_forms))
 
 
 def convert_sdtm(study: StudyConfig, specs: list[DomainSpec], raw_forms: dict[str, pd.DataFrame],

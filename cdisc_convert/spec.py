@@ -421,6 +421,13 @@ class EdcConfig(Strict):
     screen_failure_form: Optional[str] = None
     forms: Optional[list[str]] = None  # read only these files (e.g. dm_raw.csv); default every file
     ignore: list[str] = []  # file patterns that are not forms (e.g. "*_ct.csv")
+    # the CRF design of a CSV export (question text, choices, units): a data dictionary CSV, not a form
+    data_dictionary: Optional[str] = None
+
+    @property
+    def not_forms(self) -> list[str]:
+        """File patterns of the EDC folder that are not forms."""
+        return [*self.ignore, *([self.data_dictionary] if self.data_dictionary else [])]
 
 
 class DocumentDef(Strict):

@@ -65,3 +65,34 @@ def test_example_command_writes_a_runnable_study(tmp_path):
     subprocess.run([sys.executable, "-m", "cdisc_convert.cli", "run", str(out), "--out", str(out / "out")], check=True,
                    capture_output=True)
     assert (out / "out" / "sdtm" / "dm.xpt").exists()
+
+
+def test_export_carries_the_crf_design_as_odm_metadata_and_a_data_dictionary(tmp_path):
+    from cdisc_convert.crf import read_data_dictionary, read_odm_design
+
+    odm = read_odm_design(STUDY / "edc" / "nct05948982_odm.xml")
+    dictionary = read_data_dictionary(STUDY / "edc" / "data_dictionary.csv")
+    assert odm.forms == dictionary.forms and odm.codelists == dictionary.codelists
+    ae = odm.form("AE")
+    assert ae.title == "Adverse Events"
+    aeser = next(i for i in ae.items if i.name == "AESER")
+    assert (aeser.question, aeser.length, aeser.codelist) == ("Serious?", 3, "NY")
+    assert odm.codelists["ECOG"][0] == ("0", "Fully active")  # decodes, not just codes
+    weight = next(i for i in odm.form("DM").items if i.name == "WEIGHT")
+    assert weight.unit == "kg"  # MeasurementUnitRef
+    assert next(i for i in ae.items if i.name == "AESTDAT").display_format == "DD MON YYYY"
+    doc = etree.parse(str(STUDY / "edc" / "nct05948982_odm.xml"))
+    ns = {"o": "http://www.cdisc.org/ns/odm/v1.3"}
+    assert doc.xpath("count(//o:ItemDef[not(o:Question)])", namespaces=ns) == 0
+    # every collected value is a term of its field's codelist and fits its length
+    export = generate_example_export(18)
+    for form in odm.forms:
+        for item in form.items:
+            values = {r.get(item.name, "") for r in export.rows.get(form.name, [])} - {""}
+            if item.codelist:
+                assert values <= {c for c, _d in odm.codelists[item.codelist]}, (form.name, item.name)
+            assert all(len(v) <= item.length for v in values), (form.name, item.name)
+    # the design is the EDC's, not the data's: the same at any size
+    small = tmp_path / "small"
+    write_odm_export(generate_example_export(2, seed=3), small / "x.xml")
+    assert read_odm_design(small / "x.xml").forms == odm.forms
