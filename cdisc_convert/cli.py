@@ -128,6 +128,14 @@ def _cmd_define(args) -> int:
     return 0
 
 
+def _cmd_acrf(args) -> int:
+    from .pipeline import run_acrf
+
+    acrf = run_acrf(Path(args.study), Path(args.out), Path(args.edc) if args.edc else None)
+    console.print(f"annotated CRF: {acrf.pdf} ({len(acrf.form_pages)} forms) and {acrf.html}")
+    return 0
+
+
 def _cmd_validate(args) -> int:
     from .validate import validate_folder
     from .validate.report import write_reports
@@ -318,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     de.add_argument("--stylesheet", help="XSLT for define.html instead of the project's own template")
     de.add_argument("--ct", action="append", metavar="PATH", help=CT_HELP)
     de.set_defaults(func=_cmd_define)
+    ac = sub.add_parser("acrf", help="the annotated CRF (PDF + HTML) drawn from the export's CRF design and the specs")
+    ac.add_argument("study", help="study folder (study.yaml, domain specs)")
+    ac.add_argument("--out", required=True, help="folder to write acrf.pdf and acrf.html into")
+    ac.add_argument("--edc", help="the EDC export (CSV folder with its data dictionary, or ODM .xml)")
+    ac.set_defaults(func=_cmd_acrf)
     va = sub.add_parser("validate", help="check SDTM or ADaM datasets: CT, visit windows, conformance")
     va.add_argument("folder", help="folder of .xpt (or Dataset-JSON) datasets")
     va.add_argument("--define", help="define.xml to check against (default: FOLDER/define.xml when present)")

@@ -61,6 +61,7 @@ class VarMeta:
     mandatory: bool = False
     oid: str = ""
     role: str = ""  # SDTM variable role (Identifier, Topic, ... Timing): ItemRef/@Role
+    pages: tuple[int, ...] | None = None  # its pages in the generated aCRF (None: no generated aCRF)
 
 
 @dataclass
@@ -111,11 +112,16 @@ def from_datasets(datasets) -> dict[str, Written]:
             for name, ds in datasets.items()}
 
 
+GENERATED_ACRF = "../acrf.pdf"  # where a run writes the aCRF, relative to sdtm/define.xml
+
+
 def write_study_defines(study_dir: Path, out_dir: Path, study: StudyConfig, created: str,
                         stylesheet: Path | None = None, sdtm: dict[str, Written] | None = None,
-                        adam: dict[str, Written] | None = None, ct: Terminology | None = None) -> list[Path]:
+                        adam: dict[str, Written] | None = None, ct: Terminology | None = None,
+                        crf_pages: dict[tuple[str, str, str], list[int]] | None = None) -> list[Path]:
     """define.xml (+ define.html) in ``out_dir/sdtm`` and ``out_dir/adam`` (the latter when the
-    study has ADaM specs and datasets); datasets are read from the XPT files unless given."""
+    study has ADaM specs and datasets); datasets are read from the XPT files unless given.
+    ``crf_pages`` (from the generated aCRF, ``out_dir/acrf.pdf``): CRF origins point to their pages."""
     from .adam.spec import load_adam_specs
     from .metadata import load_sdtmig
     from .sdtm.engine import load_specs
@@ -126,8 +132,16 @@ def write_study_defines(study_dir: Path, out_dir: Path, study: StudyConfig, crea
     sdtm = sdtm if sdtm is not None else read_written(sdtm_dir)
     if not sdtm:
         raise ConversionError("no SDTM datasets to describe", source=str(sdtm_dir))
-    written_paths.append(write_define(sdtm_dir, sdtm_metadata(sdtm, load_specs(study_dir)), sdtm, study,
-                                      ("SDTMIG", load_sdtmig().version), created, stylesheet, ct))
+    sdtm_study = study
+    declared = next((d for d in study.documents if d.type == "acrf"), None)
+    if declared is not None and declared.href != GENERATED_ACRF:
+        crf_pages = None  # the study names its own aCRF: the generated one's pages are not its pages
+    if crf_pages is not None and declared is None:
+        from .spec import DocumentDef
+        sdtm_study = study.model_copy(update={"documents": [
+            DocumentDef(id="acrf", title="Annotated CRF", href=GENERATED_ACRF, type="acrf"), *study.documents]})
+    written_paths.append(write_define(sdtm_dir, sdtm_metadata(sdtm, load_specs(study_dir), crf_pages), sdtm,
+                                      sdtm_study, ("SDTMIG", load_sdtmig().version), created, stylesheet, ct))
     adam_specs = load_adam_specs(study_dir / "adam")
     adam_dir = out_dir / "adam"
     if adam_specs and (adam is not None or adam_dir.is_dir()):
@@ -207,8 +221,21 @@ def _rule_origin(spec: DomainSpec, var: str) -> tuple[str, str, str, str]:
     return origin, source, "; ".join(dict.fromkeys(texts)), method
 
 
-def sdtm_metadata(written: dict[str, Written], specs: list[DomainSpec]) -> list[DatasetMeta]:
-    """Dataset, variable and value-level metadata for the SDTM folder."""
+def _crf_pages(crf_pages: dict[tuple[str, str, str], list[int]] | None, dataset: str, variable: str | None = None,
+               key: str | None = None) -> tuple[int, ...] | None:
+    """The aCRF pages of a variable (all its annotations), of one value-level key, or of a whole
+    SUPP-- dataset's QVAL; None without a generated aCRF."""
+    if crf_pages is None:
+        return None
+    pages = {n for (ds, var, k), found in crf_pages.items() if ds == dataset and (variable is None or var == variable)
+             and (key is None or k == key) for n in found}
+    return tuple(sorted(pages))
+
+
+def sdtm_metadata(written: dict[str, Written], specs: list[DomainSpec],
+                  crf_pages: dict[tuple[str, str, str], list[int]] | None = None) -> list[DatasetMeta]:
+    """Dataset, variable and value-level metadata for the SDTM folder (``crf_pages``: where each
+    annotation of the generated aCRF is, by (dataset, variable, value key))."""
     md = load_sdtmig()
     by_domain = {s.domain: s for s in specs}
     metas = []
@@ -247,18 +274,20 @@ def sdtm_metadata(written: dict[str, Written], specs: list[DomainSpec]) -> list[
                                                                                "domains and DM reference dates.")
             if origin == "Assigned":
                 var.method = ""
+            var.pages = _crf_pages(crf_pages, name, None if name.startswith("SUPP") else col)
             variables.append(var)
         meta = DatasetMeta(name, w.label, dm.cls, dm.structure or "One record per record", "Tabulation",
                            list(dm.keys), name[4:] if name.startswith("SUPP") else name,
                            name not in ("DM",), name in TRIAL_DESIGN, variables,
                            comment=(own_spec.comment or "") if own_spec else "")
-        _sdtm_value_lists(meta, w, own_spec)
+        _sdtm_value_lists(meta, w, own_spec, crf_pages)
         _value_level_codelists(meta, w)
         metas.append(meta)
     return metas
 
 
-def _sdtm_value_lists(meta: DatasetMeta, w: Written, spec: DomainSpec | None) -> None:
+def _sdtm_value_lists(meta: DatasetMeta, w: Written, spec: DomainSpec | None,
+                      crf_pages: dict[tuple[str, str, str], list[int]] | None = None) -> None:
     """VLM: findings results by --TESTCD (with the form field each test comes from), SUPP QVAL by QNAM."""
     name = meta.name
     testcd, orres = f"{name}TESTCD", f"{name}ORRES"
@@ -277,6 +306,7 @@ def _sdtm_value_lists(meta: DatasetMeta, w: Written, spec: DomainSpec | None) ->
                           origin_text="; ".join(dict.fromkeys(field_of.get(code, []))))
             var.label = f"{w.labels.get(orres, orres)} ({code})"[:40]
             var.datatype = "text" if not numeric else var.datatype
+            var.pages = _crf_pages(crf_pages, name, orres, str(code))
             items.append((str(code), var))
         meta.value_lists[orres] = (testcd, items)
         result_codelists = {t.testcd: t.codelist for s in (spec.sources if spec else []) for t in s.tests or []
@@ -295,6 +325,7 @@ def _sdtm_value_lists(meta: DatasetMeta, w: Written, spec: DomainSpec | None) ->
             var = _mk_var(sub, "QVAL", origin=orig if orig in ("Collected", "Derived", "Assigned", "Protocol")
                           else ("Collected" if orig.upper() == "CRF" else "Derived"), origin_source="Investigator")
             var.label = str(group["QLABEL"].iloc[0])[:40]
+            var.pages = _crf_pages(crf_pages, name, str(qnam))
             items.append((str(qnam), var))
         meta.value_lists["QVAL"] = ("QNAM", items)
 
@@ -571,8 +602,11 @@ def build_define(metas: list[DatasetMeta], study: StudyConfig, standard: tuple[s
         o = D.Origin(Type=var.origin, **({"Source": source} if source else {}))
         if var.origin_text:
             o.Description = text(var.origin_text)
-        if var.origin == "Collected" and acrf is not None:
-            o.DocumentRef.append(D.DocumentRef(leafID=f"LF.{acrf.id}"))
+        if var.origin == "Collected" and acrf is not None and var.pages != ():
+            ref = D.DocumentRef(leafID=f"LF.{acrf.id}")
+            if var.pages:  # the generated aCRF: the pages where the variable's annotations are
+                ref.PDFPageRef.append(D.PDFPageRef(PageRefs=" ".join(map(str, var.pages)), Type="PhysicalRef"))
+            o.DocumentRef.append(ref)
         return o
 
     def item_def(oid: str, var: VarMeta, dataset: str, values: pd.Series | None):

@@ -367,8 +367,38 @@ def run_define(study_dir: Path, out_dir: Path, stylesheet: Path | None = None, c
 
     study = load_study_config(Path(study_dir) / STUDY_FILE)
     created = str(study.study.get("created", DEFAULT_CREATED))
+    crf_pages = None
+    if (Path(out_dir) / "acrf.pdf").is_file():  # the aCRF a run wrote: CRF origins point to its pages
+        from .acrf import load_crf_design, plan_acrf
+        try:
+            design = load_crf_design(study, Path(study_dir))
+        except ConversionError:  # the export (and its CRF design) is not beside the specs: no page links
+            design = None
+        crf_pages = plan_acrf(design, load_specs(Path(study_dir))).where if design is not None else None
     return write_study_defines(Path(study_dir), Path(out_dir), study, created, stylesheet,
-                               ct=load_terminology(ct, Path(study_dir)))
+                               ct=load_terminology(ct, Path(study_dir)), crf_pages=crf_pages)
+
+
+def run_acrf(study_dir: Path, out_dir: Path, edc: Path | None = None):
+    """``cdisc-convert acrf``: the annotated CRF (``out_dir/acrf.pdf`` + ``acrf.html``) from the
+    export's CRF design and the study's SDTM specs."""
+    from .acrf import load_crf_design, visit_forms, write_acrf
+
+    study_dir, out_dir = Path(study_dir), Path(out_dir)
+    if not study_dir.is_dir():
+        raise ConversionError("study folder not found", source=str(study_dir))
+    study = load_study_config(study_dir / STUDY_FILE)
+    specs = load_specs(study_dir)
+    design = load_crf_design(study, study_dir, edc)
+    if design is None:
+        raise ConversionError("the EDC export carries no CRF design (ODM ItemDefs with Question text, or a data "
+                              "dictionary named by edc.data_dictionary in study.yaml)",
+                              source=str(Path(edc) if edc else study_dir / study.edc.path))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConversionError(f"the output {out_dir} is a file, not a folder", source=str(out_dir))
+    raw_forms, _files = read_edc(study, study_dir, edc)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_acrf(out_dir, design, specs, study, visit_forms(raw_forms, study), __version__)
 
 
 def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding: str | None = None,
@@ -392,9 +422,13 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         from .adam.spec import load_adam_specs
         adam_steps = sum(len(s.steps) + 1 for s in load_adam_specs(study_dir / "adam")) \
             if (study_dir / "adam").is_dir() else 0
-        expect(1 + 3 * len(specs) + sum(1 for s in specs if s.supp) + 10 + adam_steps + 2)
+        expect(1 + 3 * len(specs) + sum(1 for s in specs if s.supp) + 10 + adam_steps + 2
+               + int(bool(study.edc.data_dictionary or study.edc.odm_file)))  # the aCRF
     progress("read EDC export")
     raw_forms, input_files = read_edc(study, study_dir, edc, encoding)
+    from .acrf import load_crf_design, visit_forms
+    crf_design = load_crf_design(study, study_dir, edc)  # the EDC's CRF design, when the export carries one
+    visits = visit_forms(raw_forms, study) if crf_design is not None else []
     timings["read"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     terminology = load_terminology(ct, study_dir)
@@ -430,11 +464,16 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
             (lin_dir / f"{name.lower()}.csv").write_text(_csv_text(frame), encoding="utf-8")
         adam = derive_and_write_adam(study_dir, {n: d.data for n, d in datasets.items()}, tmp / "adam", created,
                                      study.studyid, progress, timings)
+        crf_pages = None
+        if crf_design is not None:
+            progress("annotated CRF")
+            from .acrf import write_acrf
+            crf_pages = write_acrf(tmp, crf_design, specs, study, visits, __version__).pages
         progress("define.xml")
         t4 = time.perf_counter()
         from .define_xml import from_datasets, write_study_defines
         write_study_defines(study_dir, tmp, study, created, stylesheet, from_datasets(datasets),
-                            from_datasets(adam) if adam else None, ct=terminology)
+                            from_datasets(adam) if adam else None, ct=terminology, crf_pages=crf_pages)
         timings["define"] = time.perf_counter() - t4
         progress("validate")
         t5 = time.perf_counter()

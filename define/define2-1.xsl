@@ -126,7 +126,8 @@
           <td><xsl:value-of select="$it/@def:DisplayFormat"/></td>
           <td><xsl:if test="$it/odm:CodeListRef"><a href="#{$it/odm:CodeListRef/@CodeListOID}"><xsl:value-of select="key('codelist', $it/odm:CodeListRef/@CodeListOID)/@Name"/></a></xsl:if></td>
           <td><xsl:value-of select="$it/def:Origin/@Type"/>
-            <xsl:if test="$it/def:Origin/odm:Description"><br/><span class="small"><xsl:value-of select="$it/def:Origin/odm:Description/odm:TranslatedText"/></span></xsl:if></td>
+            <xsl:if test="$it/def:Origin/odm:Description"><br/><span class="small"><xsl:value-of select="$it/def:Origin/odm:Description/odm:TranslatedText"/></span></xsl:if>
+            <xsl:apply-templates select="$it/def:Origin/def:DocumentRef[def:PDFPageRef]"/></td>
           <td>
             <xsl:if test="@MethodOID"><a href="#{@MethodOID}"><xsl:value-of select="key('method', @MethodOID)/odm:Description/odm:TranslatedText"/></a></xsl:if>
             <xsl:if test="$it/@def:CommentOID"><a href="#{$it/@def:CommentOID}"><xsl:value-of select="key('comment', $it/@def:CommentOID)/odm:Description/odm:TranslatedText"/></a></xsl:if>
@@ -150,11 +151,35 @@
           <td><xsl:value-of select="$it/@DataType"/></td>
           <td><xsl:value-of select="$it/@Length"/></td>
           <td><xsl:value-of select="$it/def:Origin/@Type"/>
-            <xsl:if test="$it/def:Origin/odm:Description"><br/><span class="small"><xsl:value-of select="$it/def:Origin/odm:Description/odm:TranslatedText"/></span></xsl:if></td>
+            <xsl:if test="$it/def:Origin/odm:Description"><br/><span class="small"><xsl:value-of select="$it/def:Origin/odm:Description/odm:TranslatedText"/></span></xsl:if>
+            <xsl:apply-templates select="$it/def:Origin/def:DocumentRef[def:PDFPageRef]"/></td>
           <td><xsl:if test="@MethodOID"><a href="#{@MethodOID}"><xsl:value-of select="key('method', @MethodOID)/odm:Description/odm:TranslatedText"/></a></xsl:if></td>
         </tr>
       </xsl:for-each>
     </table>
+  </xsl:template>
+
+  <!-- aCRF pages of a CRF origin: one link per page (PDF open parameters: #page=N) -->
+  <xsl:template match="def:DocumentRef">
+    <xsl:variable name="href" select="$mdv/def:leaf[@ID=current()/@leafID]/@xlink:href"/>
+    <br/><span class="small">aCRF page<xsl:if test="contains(normalize-space(def:PDFPageRef/@PageRefs), ' ')">s</xsl:if>
+      <xsl:call-template name="page-links">
+        <xsl:with-param name="href" select="$href"/>
+        <xsl:with-param name="pages" select="concat(normalize-space(def:PDFPageRef/@PageRefs), ' ')"/>
+      </xsl:call-template></span>
+  </xsl:template>
+
+  <xsl:template name="page-links">
+    <xsl:param name="href"/>
+    <xsl:param name="pages"/>
+    <xsl:if test="string-length($pages) &gt; 1">
+      <xsl:variable name="page" select="substring-before($pages, ' ')"/>
+      <xsl:text> </xsl:text><a class="acrf" href="{$href}#page={$page}"><xsl:value-of select="$page"/></a>
+      <xsl:call-template name="page-links">
+        <xsl:with-param name="href" select="$href"/>
+        <xsl:with-param name="pages" select="substring-after($pages, ' ')"/>
+      </xsl:call-template>
+    </xsl:if>
   </xsl:template>
 
   <xsl:template match="odm:CodeList">
