@@ -3,7 +3,8 @@ the specs (never typed), so it cannot drift from what the programs do:
 
 - ``Datasets``: each SDTM domain and ADaM dataset with label, class, keys and spec file;
 - one sheet per SDTM domain: variable, label, type, length, core, origin, source form and field,
-  the rule in words, codelist, comment, spec file:line (SUPP-- qualifiers as ``QNAM in SUPPxx``);
+  the rule in words, codelist, comment, spec file:line (SUPP-- qualifiers as ``QNAM in SUPPxx``)
+  and, when the export carries a CRF design, the aCRF page(s) where the variable is annotated;
 - one sheet per ADaM dataset: variable, label, type, origin, the step that derives it, spec line;
 - ``Codelists``: every codelist the specs bind, with its terms and whether it is CDISC or sponsor;
 - ``Value level``: the findings test tables (test code, name, result field, units, codelist);
@@ -29,7 +30,7 @@ from .metadata import load_sdtmig
 from .spec import ORIGIN_OF_KIND, StudyConfig
 
 HEADER = ["Variable", "Label", "Type", "Length", "Core", "Origin", "Source form", "Source field", "Rule",
-          "Codelist", "Comment", "Spec"]
+          "Codelist", "Comment", "Spec", "aCRF page"]
 ADAM_HEADER = ["Variable", "Label", "Type", "Origin", "Derivation", "Comment", "Spec"]
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 LONG_CODELIST = 60  # a CDISC codelist longer than this is named, not listed term by term
@@ -43,35 +44,45 @@ def _kind(rule) -> str:
     return next((k for k in ORIGIN_OF_KIND if getattr(rule, k, None) is not None), "")
 
 
-def sdtm_rows(spec, md, lengths: dict[str, int]) -> list[list]:
-    """One row per variable of an SDTM domain spec (and per SUPP-- qualifier)."""
+def _pages(crf_pages: dict | None, dataset: str, variable: str) -> str:
+    """The aCRF pages holding a variable's annotations (``7`` or ``13 14``), '' when none."""
+    found = sorted({n for (ds, var, _key), pages in (crf_pages or {}).items() if ds == dataset and var == variable
+                    for n in pages})
+    return " ".join(map(str, found))
+
+
+def sdtm_rows(spec, md, lengths: dict[str, int], crf_pages: dict | None = None) -> list[list]:
+    """One row per variable of an SDTM domain spec (and per SUPP-- qualifier); ``crf_pages``
+    (from the aCRF plan) adds the pages where each is annotated."""
     meta = md.domain(spec.domain, spec.class_)
     rows = []
     order = {v.name: i for i, v in enumerate(meta.variables)}
+    joined = {f: j.form for s in spec.sources for j in s.join for f in j.fields}  # fields of joined forms
     names = sorted(spec.variables, key=lambda n: (order.get(n, len(order)), n))
     for name in names:
         rule = spec.variables[name]
         vm = md.allowed_variable(spec.domain, name, spec.class_)
         override = spec.metadata.get(name)
-        forms = sorted({s.form for s in spec.sources})
         field = rule.field or rule.date or ""
+        forms = [joined[field]] if field in joined else sorted({s.form for s in spec.sources})
         rows.append([
             name, (override.label if override and getattr(override, "label", None) else (vm.label if vm else "")),
             "Num" if rule.type == "num" or (vm and vm.type == "Num") else "Char",
             lengths.get(name, ""), vm.core if vm else "", rule.origin,
             ", ".join(forms) if field else "", field, _describe(_rule_dict(rule)),
             (override.codelist if override and override.codelist else rule.codelist or (vm.codelist if vm else "")) or "",
-            getattr(rule, "comment", None) or "", spec.line_of("variables", name)])
+            getattr(rule, "comment", None) or "", spec.line_of("variables", name),
+            _pages(crf_pages, spec.domain, name)])
     for i, source in enumerate(spec.sources):
         for name, rule in source.variables.items():  # a source's own rule for a variable
             rows.append([name, "", "", lengths.get(name, ""), "", rule.origin, source.form, rule.field or rule.date or "",
                          _describe(_rule_dict(rule)), rule.codelist or "", f"for records from {source.form}",
-                         spec.line_of("sources", i, "variables", name)])
+                         spec.line_of("sources", i, "variables", name), _pages(crf_pages, spec.domain, name)])
     for k, supp in enumerate(spec.supp):
-        rows.append([f"{supp.qnam} in SUPP{spec.domain}", supp.qlabel, "Char", "", "", supp.qorig.title()
-                     if supp.qorig else "", ", ".join(sorted({s.form for s in spec.sources})), supp.rule.field or "",
+        rows.append([f"{supp.qnam} in SUPP{spec.domain}", supp.qlabel, "Char", "", "",
+                     ("Collected" if supp.qorig.upper() == "CRF" else supp.qorig.title()) if supp.qorig else "", ", ".join(sorted({s.form for s in spec.sources})), supp.rule.field or "",
                      _describe(_rule_dict(supp.rule)), supp.rule.codelist or "", "supplemental qualifier",
-                     spec.line_of("supp", k)])
+                     spec.line_of("supp", k), _pages(crf_pages, f"SUPP{spec.domain}", supp.qnam)])
     return rows
 
 
@@ -131,8 +142,9 @@ def _stable(raw: bytes, created: datetime) -> bytes:
 
 
 def build_workbook(study_dir: Path, study: StudyConfig, specs, adam_specs, terminology,
-                   metadata: dict | None = None, changes: list | None = None) -> bytes:
-    """The workbook's bytes. ``metadata`` (``metadata.json`` of a run) adds the written lengths."""
+                   metadata: dict | None = None, changes: list | None = None, crf_pages: dict | None = None) -> bytes:
+    """The workbook's bytes. ``metadata`` (``metadata.json`` of a run) adds the written lengths,
+    ``crf_pages`` the aCRF pages of each variable."""
     from openpyxl import Workbook
 
     from .diff import _short
@@ -168,7 +180,7 @@ def build_workbook(study_dir: Path, study: StudyConfig, specs, adam_specs, termi
     _sheet(wb, "Datasets", ["Standard", "Dataset", "Label", "Class", "Keys", "Spec file", "Comment"], datasets)
     for spec in specs:
         lengths = {v["name"]: v["length"] for v in metadata.get(spec.domain, {}).get("variables", [])}
-        _sheet(wb, spec.domain, HEADER, sdtm_rows(spec, md, lengths))
+        _sheet(wb, spec.domain, HEADER, sdtm_rows(spec, md, lengths, crf_pages))
     others = {s.dataset: s.variable_names() for s in adam_specs}
     for spec in adam_specs:
         _sheet(wb, spec.dataset, ADAM_HEADER, adam_rows(spec, others))
@@ -268,7 +280,14 @@ def write_spec_workbook(study_dir: Path, out: Path, metadata: dict | None = None
     adam_specs = load_adam_specs(study_dir / "adam")
     terminology = terminology if terminology is not None else load_terminology(None, study_dir)
     changes = diff_specs(read_spec_folder(Path(previous)), read_spec_folder(study_dir)) if previous else None
-    data = build_workbook(study_dir, study, specs, adam_specs, terminology, metadata, changes)
+    from .acrf import load_crf_design, plan_acrf
+    from .errors import ConversionError
+    try:  # the aCRF the export's CRF design gives (a run draws the same): its pages per variable
+        design = load_crf_design(study, study_dir)
+    except ConversionError:
+        design = None
+    crf_pages = plan_acrf(design, specs).where if design is not None else None
+    data = build_workbook(study_dir, study, specs, adam_specs, terminology, metadata, changes, crf_pages)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_bytes(data)

@@ -91,3 +91,22 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_file(tmp_path):
         done = subprocess.run([*args, *extra, "--out", str(tmp_path / "s.xlsx")], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
     assert not list(tmp_path.glob("*.xlsx")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_domain_sheets_give_the_acrf_page_of_each_collected_variable(example_out, workbook):
+    """The workbook and the aCRF come from the same specs: the page a sheet names holds the annotation."""
+    pypdf = pytest.importorskip("pypdf")
+    pages = [p.extract_text() for p in pypdf.PdfReader(str(example_out / "acrf.pdf")).pages]
+    dm = {r["Variable"]: r for r in rows(workbook["DM"])}
+    assert dm["DTHDTC"]["Source form"] == "DTH"  # read through DM's join with the DTH form
+    assert dm["WEIGHT in SUPPDM"]["Origin"] == "Collected"
+    checked = 0
+    for domain in ("DM", "AE", "LB", "EX"):
+        for r in rows(workbook[domain]):
+            if r["Origin"] == "Collected" and r["Source field"] not in ("SUBJECT", "SITEID", "FORMREPEAT"):
+                assert r["aCRF page"], (domain, r["Variable"])
+                name = str(r["Variable"]).split(" in ")[0]
+                for page in str(r["aCRF page"]).split():
+                    assert name in pages[int(page) - 1], (domain, r["Variable"], page)
+                checked += 1
+    assert checked > 20
