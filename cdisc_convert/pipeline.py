@@ -494,7 +494,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
         progress("spec.xlsx")
         from .spec_workbook import write_spec_workbook
-        write_spec_workbook(study_dir, tmp / "spec.xlsx", metadata, terminology=terminology)
+        write_spec_workbook(study_dir, tmp / "spec.xlsx", metadata, terminology=terminology, crf_pages=crf_pages)
         (tmp / "reconciliation.csv").write_text(_csv_text(recon), encoding="utf-8")
         report = {
             "summary": {"source_rows": int(len(recon)), "mapped": int((recon.status == "mapped").sum()),

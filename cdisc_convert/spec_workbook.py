@@ -265,9 +265,13 @@ def method_rows(adam_specs) -> list[list]:
     return rows
 
 
+_NOT_GIVEN = object()
+
+
 def write_spec_workbook(study_dir: Path, out: Path, metadata: dict | None = None, previous: Path | None = None,
-                        terminology=None) -> Path:
-    """``cdisc-convert spec-workbook``: the study's specs as ``out`` (xlsx), written whole or not at all."""
+                        terminology=None, crf_pages=_NOT_GIVEN) -> Path:
+    """``cdisc-convert spec-workbook``: the study's specs as ``out`` (xlsx), written whole or not at all.
+    ``crf_pages``: the aCRF pages a run just laid out (None: no aCRF); when not given, planned here."""
     from .adam.spec import load_adam_specs
     from .diff import diff_specs, read_spec_folder
     from .metadata.ct import load_terminology
@@ -280,13 +284,14 @@ def write_spec_workbook(study_dir: Path, out: Path, metadata: dict | None = None
     adam_specs = load_adam_specs(study_dir / "adam")
     terminology = terminology if terminology is not None else load_terminology(None, study_dir)
     changes = diff_specs(read_spec_folder(Path(previous)), read_spec_folder(study_dir)) if previous else None
-    from .acrf import load_crf_design, plan_acrf
-    from .errors import ConversionError
-    try:  # the aCRF the export's CRF design gives (a run draws the same): its pages per variable
-        design = load_crf_design(study, study_dir)
-    except ConversionError:
-        design = None
-    crf_pages = plan_acrf(design, specs).where if design is not None else None
+    if crf_pages is _NOT_GIVEN:
+        from .acrf import load_crf_design, plan_acrf
+        from .errors import ConversionError
+        try:  # the aCRF the export's CRF design gives (a run draws the same): its pages per variable
+            design = load_crf_design(study, study_dir)
+        except ConversionError:
+            design = None
+        crf_pages = plan_acrf(design, specs).where if design is not None else None
     data = build_workbook(study_dir, study, specs, adam_specs, terminology, metadata, changes, crf_pages)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")

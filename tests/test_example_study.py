@@ -96,3 +96,8 @@ def test_export_carries_the_crf_design_as_odm_metadata_and_a_data_dictionary(tmp
     small = tmp_path / "small"
     write_odm_export(generate_example_export(2, seed=3), small / "x.xml")
     assert read_odm_design(small / "x.xml").forms == odm.forms
+    import odmlib
+    from pathlib import Path
+    xsd = Path(odmlib.__file__).parent / "schemas" / "odm" / "1.3.2" / "ODM1-3-2.xsd"
+    schema = etree.XMLSchema(etree.parse(str(xsd)))
+    assert schema.validate(etree.parse(str(small / "x.xml"))), schema.error_log.last_error
