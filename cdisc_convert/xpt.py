@@ -49,10 +49,16 @@ def ibm_doubles(values: np.ndarray) -> np.ndarray:
 
 
 def _char_block(values: pd.Series, width: int, is_text: bool = False) -> np.ndarray:
-    """A character column as fixed-width ASCII bytes (values are checked earlier); ``is_text``:
-    already plain ``str`` with no missing values."""
+    """A character column as fixed-width ASCII bytes, blank-padded (values are checked earlier);
+    ``is_text``: already plain ``str`` with no missing values. Each distinct value is encoded and
+    padded once and the column taken from those by its codes: SDTM text repeats a lot."""
     text = values if is_text else values.fillna("").astype(str)
-    return np.array(text.tolist(), dtype=f"S{width}") if len(text) else np.zeros(0, dtype=f"S{width}")
+    if not len(text):
+        return np.zeros(0, dtype=f"S{width}")
+    codes, uniques = pd.factorize(text.to_numpy(dtype=object), use_na_sentinel=False)
+    # XPT pads with blanks, and a NUL inside a value is written as a blank, as before
+    padded = np.array([u.replace("\x00", " ").ljust(width) for u in uniques.tolist()], dtype=f"S{width}")
+    return padded[codes]
 
 
 def write_xpt_v5(path: Path, frame: pd.DataFrame, name: str, label: str, labels: dict[str, str],
@@ -110,23 +116,9 @@ def write_xpt_v5(path: Path, frame: pd.DataFrame, name: str, label: str, labels:
                     rows[f"f{i}"] = _char_block(texts[col].iloc[start:stop], length, True)
                 else:
                     rows[f"f{i}"] = _char_block(frame[col].iloc[start:stop], length)
-            # numpy pads short byte strings with NULs; XPT pads text with blanks
-            data = _blank_text(rows.tobytes(), record, stop - start, numeric, lengths)
-            fh.write(data)
-            written += len(data)
+            fh.write(rows.data)  # text is blank-padded already: the records go out as they are
+            written += rows.nbytes
         fh.write(b" " * (-written % 80))
 
 
 CHUNK_ROWS = 100_000
-
-
-def _blank_text(data: bytes, record: np.dtype, n: int, numeric: list[bool], lengths: list[int]) -> bytes:
-    """NUL padding of the text fields to blanks (numbers keep their zero bytes)."""
-    raw = np.frombuffer(data, dtype=np.uint8).reshape(n, record.itemsize).copy()
-    offset = 0
-    for num, length in zip(numeric, lengths):
-        if not num:
-            block = raw[:, offset:offset + length]
-            block[block == 0] = 32
-        offset += 8 if num else length
-    return raw.tobytes()

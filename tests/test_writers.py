@@ -103,7 +103,8 @@ def test_long_text_split_keeps_every_character_in_pieces_of_200(text):
 
 def test_our_xpt_writer_gives_pyreadstats_bytes(tmp_path):
     """The column-wise writer against pyreadstat's on awkward values: missing, zero, negative, tiny,
-    huge and fractional numbers, empty and full-width text, date formats, and no rows at all."""
+    huge and fractional numbers, empty, full-width and blank-edged text (repeated values are encoded
+    once), date formats, and no rows at all."""
     import re
 
     import numpy as np
@@ -114,14 +115,15 @@ def test_our_xpt_writer_gives_pyreadstats_bytes(tmp_path):
     numbers = [np.nan, 0.0, -0.0, 1.0, -2.5, 0.1, 1e-70, 3.4e70, 123456789.123, -1e-5, 5.397605e-79]
     frame = pd.DataFrame({"USUBJID": ["S-1", "", "S-10000", "x", "", "y", "z", "S-2", "a", "b", "c"],
                           "AVAL": numbers, "ADT": [np.nan, 23387.0] * 5 + [0.0],
-                          "EMPTY": [""] * 11})
+                          "EMPTY": [""] * 11,
+                          "PADDED": ["a  ", " b", "", "c", "a  ", "dd d", "", " ", "x", "a  ", "b"]})
     stamp = re.compile(rb"\d\d[A-Z]{3}\d\d:\d\d:\d\d:\d\d")
     for data in (frame, frame.iloc[0:0]):
         theirs, ours = tmp_path / "theirs.xpt", tmp_path / "ours.xpt"
         pyreadstat.write_xport(data, str(theirs), file_label="Test Data", table_name="ADXX", file_format_version=5,
                                column_labels={"USUBJID": "Subject", "AVAL": "Value", "ADT": "Date", "EMPTY": ""},
                                variable_format={"ADT": "DATE9."})
-        widths = {c: max(1, int(data[c].str.len().max())) if len(data) else 1 for c in ("USUBJID", "EMPTY")}
+        widths = {c: max(1, int(data[c].str.len().max())) if len(data) else 1 for c in ("USUBJID", "EMPTY", "PADDED")}
         write_xpt_v5(ours, data, "ADXX", "Test Data", {"USUBJID": "Subject", "AVAL": "Value", "ADT": "Date"},
                      {"ADT": "DATE9."}, widths, b"01JAN26:00:00:00")
         assert stamp.sub(b"T", ours.read_bytes()) == stamp.sub(b"T", theirs.read_bytes())
