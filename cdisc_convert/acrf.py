@@ -168,6 +168,7 @@ AN_X, AN_W = 406, 166  # annotations
 TOP = PAGE_H - 118  # first row below the form header and domain boxes
 BOTTOM = 52
 FONT, BOLD = "Helvetica", "Helvetica-Bold"
+GREY = "#666666"
 TOC_ROWS = int((PAGE_H - 170 - BOTTOM) // 14)  # forms listed per table-of-contents page
 
 
@@ -253,7 +254,7 @@ def _colours(form: CrfForm, notes, specs) -> dict[str, str]:
 
 
 def _pdf(design, notes, specs, labels, visits, pages, toc_pages, title, footer) -> bytes:
-    from reportlab.lib.colors import HexColor, black, white
+    from reportlab.lib.colors import HexColor, black
     from reportlab.pdfgen.canvas import Canvas
 
     buf = io.BytesIO()
@@ -262,7 +263,7 @@ def _pdf(design, notes, specs, labels, visits, pages, toc_pages, title, footer) 
     c.setAuthor("cdisc_convert")
     c.setSubject("Annotated case report form, annotations derived from the SDTM mapping specs")
     c.setCreator(footer)
-    grey = HexColor("#666666")
+    grey = HexColor(GREY)
     first = {}
     n = toc_pages
     for p in pages:
@@ -345,7 +346,7 @@ def _pdf(design, notes, specs, labels, visits, pages, toc_pages, title, footer) 
         c.setLineWidth(0.4)
         c.line(MARGIN, y + 4, PAGE_W - MARGIN, y + 4)
         for row in p.rows:
-            _draw_row(c, row, y, colours, HexColor, white, black, grey)
+            _draw_row(c, row, y, colours)
             y -= row.height
             c.setStrokeColor(HexColor("#BBBBBB"))
             c.line(MARGIN, y + 4, PAGE_W - MARGIN, y + 4)
@@ -370,7 +371,11 @@ def _pdf(design, notes, specs, labels, visits, pages, toc_pages, title, footer) 
     return buf.getvalue()
 
 
-def _draw_row(c, row: Row, y: float, colours, HexColor, white, black, grey) -> None:
+def _draw_row(c, row: Row, y: float, colours: dict[str, str]) -> None:
+    """One field: question and EDC name, the entry as the site sees it, the annotation boxes."""
+    from reportlab.lib.colors import HexColor, black, white
+
+    grey = HexColor(GREY)
     top = y - 4
     c.setFont(FONT, 9)
     for k, line in enumerate(row.question):
