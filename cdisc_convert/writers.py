@@ -250,23 +250,37 @@ class XptFile:
 
 
 def read_xpt(path: Path) -> XptFile:
-    """Read an XPT file: metadata through pyreadstat, data through pandas' XPT reader (the faster
-    of the two on large files). Character missing values become ``""``; pandas reads a stored 0.0
-    (all zero bytes) as 5.4e-79, and that one quirk is undone."""
+    """Read an XPT file: metadata through pyreadstat; data by our column-wise numpy reader
+    (:func:`cdisc_convert.xpt.read_xpt_v5_data`), or, for files outside what it handles, through
+    pandas' XPT reader in chunks (pyreadstat for narrow records). Character missing values become
+    ``""``; text columns hold one ``str`` object per distinct value."""
+    from .xpt import read_xpt_v5_data
+
     try:
         _empty, meta = pyreadstat.read_xport(str(path), metadataonly=True)
-        if sum((meta.variable_storage_width or {}).values()) < 80:
-            # pandas drops the last record of some files whose records are shorter than a card
-            # (80 bytes); pyreadstat reads them whole, and such datasets are narrow
-            whole, _meta = pyreadstat.read_xport(str(path), disable_datetime_conversion=True)
-            chunks = [_compact(whole)] if len(whole) else []
-        else:
-            # in chunks, each made compact before the next is read: a million-record file never
-            # exists as a million separate str objects per column
-            with pd.read_sas(path, format="xport", encoding="ascii", chunksize=READ_CHUNK_ROWS) as reader:
-                chunks = [_compact(chunk) for chunk in reader]
-    except Exception as exc:  # both readers raise their own error types
+        frame = read_xpt_v5_data(Path(path))
+        if frame is None:
+            frame = _read_xpt_general(path, meta)
+    except ConversionError:
+        raise
+    except Exception as exc:  # the readers raise their own error types
         raise ConversionError(f"unreadable XPT file: {exc}", source=Path(path).name) from None
+    formats = {c: f"{f}." for c, f in (meta.original_variable_types or {}).items() if f and f.startswith("DATE")}
+    return XptFile((meta.table_name or Path(path).stem).upper(), meta.file_label or "", frame,
+                   dict(meta.column_names_to_labels), dict(meta.variable_storage_width or {}), formats)
+
+
+def _read_xpt_general(path: Path, meta) -> pd.DataFrame:
+    """Any XPT file, through pandas' reader in chunks, or pyreadstat for records shorter than a card
+    (pandas drops the last record of some such files)."""
+    if sum((meta.variable_storage_width or {}).values()) < 80:
+        whole, _meta = pyreadstat.read_xport(str(path), disable_datetime_conversion=True)
+        chunks = [_compact(whole)] if len(whole) else []
+    else:
+        # in chunks, each made compact before the next is read: a million-record file never
+        # exists as a million separate str objects per column
+        with pd.read_sas(path, format="xport", encoding="ascii", chunksize=READ_CHUNK_ROWS) as reader:
+            chunks = [_compact(chunk) for chunk in reader]
     frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0] if chunks else pd.DataFrame()
     if len(chunks) > 1:
         for col in frame.columns:
@@ -275,9 +289,7 @@ def read_xpt(path: Path) -> XptFile:
     if not chunks:
         frame = pd.DataFrame({c: pd.Series(dtype=float if t == "double" else object)
                               for c, t in (meta.readstat_variable_types or {}).items()})
-    formats = {c: f"{f}." for c, f in (meta.original_variable_types or {}).items() if f and f.startswith("DATE")}
-    return XptFile((meta.table_name or Path(path).stem).upper(), meta.file_label or "", frame,
-                   dict(meta.column_names_to_labels), dict(meta.variable_storage_width or {}), formats)
+    return frame
 
 
 READ_CHUNK_ROWS = 100_000

@@ -14,6 +14,7 @@ Example:
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,99 @@ def write_xpt_v5(path: Path, frame: pd.DataFrame, name: str, label: str, labels:
 
 
 CHUNK_ROWS = 100_000
+
+
+def ieee_doubles(raw: np.ndarray) -> np.ndarray:
+    """Big-endian IBM System/370 doubles (``>u8``) to IEEE doubles, in bulk; SAS missing values
+    (``.``, ``.A``-``.Z``, ``._``: that byte, then seven zero bytes) become NaN. The 56-bit IBM
+    fraction is rounded to IEEE's 53 bits; what :func:`ibm_doubles` wrote comes back exactly.
+
+    >>> ieee_doubles(ibm_doubles(np.array([1.0, -2.5, 0.0, 1e-70, np.nan]))).tolist()
+    [1.0, -2.5, 0.0, 1e-70, nan]
+    """
+    u = np.asarray(raw).astype(np.uint64)
+    sign = (u >> np.uint64(63)).astype(bool)
+    exponent = ((u >> np.uint64(56)) & np.uint64(0x7F)).astype(np.int64)
+    fraction = (u & np.uint64((1 << 56) - 1)).astype(np.float64)  # 0.F in units of 2^-56
+    value = np.ldexp(fraction, (4 * (exponent - 64) - 56).astype(np.int32))
+    value = np.where(sign, -value, value)
+    first = (u >> np.uint64(56)).astype(np.int64)
+    missing = ((u & np.uint64((1 << 56) - 1)) == 0) & ((first == 0x2E) | (first == 0x5F) | ((first >= 0x41) & (first <= 0x5A)))
+    value[missing] = np.nan
+    return value
+
+
+_NAMESTR = re.compile(rb"HEADER RECORD\*{7}NAMESTR HEADER RECORD!{7}0{6}(\d{4})")
+_OBS = b"HEADER RECORD*******OBS     HEADER RECORD!!!!!!!"
+
+
+def _distinct_bytes(values: np.ndarray) -> tuple[list[bytes], np.ndarray]:
+    """Distinct values of a fixed-width bytes column and each record's index into them: hashed as
+    integers when 8 bytes or fewer (codes, dates, flags), else sorted."""
+    width = values.dtype.itemsize
+    if width <= 8 and len(values):
+        padded = np.zeros((len(values), 8), dtype=np.uint8)
+        padded[:, :width] = values.view(np.uint8).reshape(len(values), width)
+        codes, keys = pd.factorize(padded.view("<u8").reshape(-1))
+        return [k.tobytes()[:width] for k in np.asarray(keys, dtype="<u8")], codes
+    uniques, inverse = np.unique(values, return_inverse=True)
+    return uniques.tolist(), inverse.reshape(-1)
+
+
+def read_xpt_v5_data(path: Path) -> pd.DataFrame | None:
+    """The observations of a one-member XPT v5 file, read column-wise with numpy: numbers as IEEE
+    doubles, text as ``str`` with trailing blanks removed and one object per distinct value.
+    None when the file is outside what this reader handles (numbers shorter than 8 bytes, records
+    shorter than a card, several members, VAX namestrs): the caller then uses a general reader.
+
+    The record count follows from the data length: for records of at least 80 bytes the blank
+    padding of the last card is shorter than a record, so it is never taken for one.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(80 * 8)
+        found = _NAMESTR.search(head)
+        if found is None:
+            return None
+        n_vars = int(found.group(1))
+        names_at = found.start() + 80
+        namestr_bytes = 140 * n_vars
+        fh.seek(names_at)
+        names = fh.read(namestr_bytes)
+        obs_at = names_at + namestr_bytes + (-namestr_bytes % 80)
+        fh.seek(obs_at)
+        if fh.read(80)[:len(_OBS)] != _OBS:
+            return None
+        size = fh.seek(0, 2)
+    columns, formats, offsets = [], [], []
+    for i in range(n_vars):
+        ns = names[140 * i:140 * (i + 1)]
+        kind, length = int.from_bytes(ns[0:2], "big"), int.from_bytes(ns[4:6], "big")
+        position = int.from_bytes(ns[84:88], "big")
+        if kind == 1 and length != 8 or kind not in (1, 2) or length < 1:
+            return None
+        columns.append(ns[8:16].decode("ascii").rstrip())
+        formats.append(">u8" if kind == 1 else f"S{length}")
+        offsets.append(position)
+    record = np.dtype({"names": [f"f{i}" for i in range(n_vars)], "formats": formats, "offsets": offsets,
+                       "itemsize": sum(8 if f == ">u8" else int(f[1:]) for f in formats)})
+    data_at = obs_at + 80
+    if record.itemsize < 80:
+        return None
+    n = (size - data_at) // record.itemsize
+    with open(path, "rb") as fh:
+        fh.seek(data_at + n * record.itemsize)
+        if fh.read().strip(b" "):
+            return None  # more than blank padding after the last record: another member follows
+    rows = np.memmap(path, dtype=record, mode="r", offset=data_at, shape=(n,)) if n else np.zeros(0, dtype=record)
+    out = {}
+    for i, (name, fmt) in enumerate(zip(columns, formats)):
+        field = rows[f"f{i}"]
+        if fmt == ">u8":
+            out[name] = ieee_doubles(field)
+            continue
+        uniques, inverse = _distinct_bytes(np.ascontiguousarray(field))
+        text = np.array([u.rstrip().decode("ascii") for u in uniques], dtype=object)
+        out[name] = text[inverse]  # one str object per distinct value
+    del rows
+    return pd.DataFrame({name: pd.Series(values, dtype=float if values.dtype.kind == "f" else object)
+                         for name, values in out.items()})

@@ -168,20 +168,56 @@ def test_dataset_json_rows_are_what_json_dumps_writes(tmp_path_factory, numbers,
     assert len(doc["rows"]) == n
 
 
-def test_read_xpt_in_chunks_gives_the_whole_dataset_and_reads_an_empty_one(tmp_path, monkeypatch):
+def test_read_xpt_gives_the_whole_dataset_and_reads_an_empty_one(tmp_path, monkeypatch):
     import cdisc_convert.writers as writers
     from cdisc_convert.writers import read_xpt
 
     frame = pd.DataFrame({"USUBJID": [f"S-{i % 3}" for i in range(10)], "AESEQ": [float(i) for i in range(10)],
                           "AETERM": ["" if i % 4 else "HEADACHE " * 8 for i in range(10)]})  # 83-byte records
     path = write_xpt(ds(frame.to_dict("list")), tmp_path, CREATED)
+    back = read_xpt(path).data
+    assert back.to_dict("list") == frame.assign(AETERM=frame.AETERM.str.rstrip()).to_dict("list")
+    assert back["USUBJID"].iloc[0] is back["USUBJID"].iloc[3]  # one object per distinct value
+    # the general reader (pandas in chunks), for files outside what the column-wise reader handles
     monkeypatch.setattr(writers, "READ_CHUNK_ROWS", 3)  # 4 chunks
+    import cdisc_convert.xpt as xpt
+    monkeypatch.setattr(xpt, "read_xpt_v5_data", lambda path: None)
     back = read_xpt(path).data
     assert back.to_dict("list") == frame.assign(AETERM=frame.AETERM.str.rstrip()).to_dict("list")
     assert back["USUBJID"].iloc[0] is back["USUBJID"].iloc[3]  # one object per distinct value across chunks
     (tmp_path / "e").mkdir()
     empty = write_xpt(ds({"USUBJID": [], "AESEQ": []}), tmp_path / "e", CREATED)
     assert list(read_xpt(empty).data.columns) == ["USUBJID", "AESEQ"] and len(read_xpt(empty).data) == 0
+
+
+def test_column_wise_reader_equals_pandas_and_pyreadstat_readers(tmp_path):
+    """Our numpy XPT reader against pandas' and pyreadstat's on awkward values: numbers over the
+    IBM range (tiny, huge, negative zero, missing), text with blanks at either end, wide and narrow."""
+    import numpy as np
+    import pyreadstat
+
+    from cdisc_convert.xpt import ieee_doubles, read_xpt_v5_data
+
+    rng = np.random.default_rng(7)
+    numbers = np.concatenate([[np.nan, 0.0, -0.0, 1e-75, 5.397605e-79, 7.2e75, -3.25, 1 / 3],
+                              rng.standard_normal(192) * 10.0 ** rng.integers(-60, 60, 192)])
+    text = [" lead", "trail  ", "", "x" * 120, "a b", "Z"] * 33 + ["", ""]
+    frame = pd.DataFrame({"AVAL": numbers, "WIDE": text, "FL": (["Y", "", "N", "Y"] * 50), "CODE": text[::-1]})
+    path = write_xpt(ds(frame.to_dict("list")), tmp_path, CREATED)
+    ours = read_xpt_v5_data(path)
+    theirs, _ = pyreadstat.read_xport(str(path))
+    pandas_read = pd.read_sas(path, format="xport", encoding="ascii")
+    largest = np.isinf(theirs["AVAL"].to_numpy())  # pyreadstat reads the largest IBM value (7.2e75) as inf
+    assert largest.sum() == 1 and ours["AVAL"].iloc[np.flatnonzero(largest)[0]] > 7.2e75
+    assert np.array_equal(ours["AVAL"].to_numpy()[~largest], theirs["AVAL"].to_numpy()[~largest], equal_nan=True)
+    # pandas reads a stored 0 as 5.4e-79, and truncates the largest value's 56-bit fraction (ours rounds)
+    tiny = (np.abs(pandas_read["AVAL"].to_numpy()) < 1e-78) | largest
+    assert np.array_equal(ours["AVAL"].to_numpy()[~tiny], pandas_read["AVAL"].to_numpy()[~tiny], equal_nan=True)
+    for col in ("WIDE", "FL", "CODE"):
+        assert ours[col].tolist() == [v.rstrip() for v in frame[col]] == theirs[col].tolist(), col
+    # SAS special missing values .A-.Z and ._ are missing too
+    raw = np.array([0x41 << 56, 0x5A << 56, 0x5F << 56, 0x2E << 56, (0x41 << 56) | 1], dtype=">u8")
+    assert np.isnan(ieee_doubles(raw)[:4]).all() and not np.isnan(ieee_doubles(raw)[4])
 
 
 def test_read_xpt_keeps_the_last_record_of_a_file_with_records_shorter_than_80_bytes(tmp_path):
