@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import ConversionError
-from .text import as_text, shared_text
+from .text import as_text, is_plain_text, on_unique, shared_text
 from .metadata import Sdtmig, Terminology, load_sdtmig, load_terminology
 from .readers import read_csv_forms, read_odm_forms, read_sas_forms
 from .sdtm import trial_design
@@ -295,9 +295,37 @@ def _rule_lineage(specs: list[DomainSpec]) -> dict:
 
 
 def _csv_text(frame: pd.DataFrame) -> str:
-    buf = io.StringIO()
-    frame.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    return buf.getvalue()
+    """``frame`` as CSV text, byte for byte what ``to_csv(index=False, lineterminator="\\n")`` gives
+    (minimal quoting), built column-wise: each distinct text value is quoted once and rows are joined
+    in C; numbers are formatted by pandas itself. Lineage files run to millions of lines."""
+    if frame.empty or len(frame.columns) < 2:  # one column: csv quotes an empty field; pandas does it all
+        buf = io.StringIO()
+        frame.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        return buf.getvalue()
+    columns = []
+    for col in frame.columns:
+        values = frame[col]
+        if values.dtype == object and is_plain_text(values):
+            columns.append(on_unique(values, lambda u: u.map(_csv_field)).tolist())
+        else:  # numbers, missing values, other types: pandas' own formatting of this column
+            buf = io.StringIO()
+            values.to_frame().to_csv(buf, index=False, header=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+            # alone in a row, an empty field is written as "" (so the row is not blank); beside others, as nothing
+            lines = ["" if line == '""' else line for line in buf.getvalue().split("\n")[:-1]]
+            if len(lines) != len(values):  # a value spanning lines: leave it all to pandas
+                buf = io.StringIO()
+                frame.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+                return buf.getvalue()
+            columns.append(lines)
+    header = ",".join(_csv_field(str(c)) for c in frame.columns)
+    return header + "\n" + "\n".join(map(",".join, zip(*columns))) + "\n"
+
+
+def _csv_field(text: str) -> str:
+    """One CSV field with minimal quoting (as the csv module writes it)."""
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_dir: Path, created: str,

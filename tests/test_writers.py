@@ -229,3 +229,25 @@ def test_read_xpt_keeps_the_last_record_of_a_file_with_records_shorter_than_80_b
                           "AETERM": ["" if i % 4 else "HEADACHE" for i in range(10)]})
     path = write_xpt(ds(frame.to_dict("list")), tmp_path, CREATED)
     assert read_xpt(path).data.to_dict("list") == frame.to_dict("list")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda k: st.tuples(*[st.one_of(
+    st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from('ab ,"\n\r-1'), max_size=6)), min_size=3, max_size=3),
+    st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=False, width=32)), min_size=3, max_size=3),
+    st.lists(st.integers(-5, 5), min_size=3, max_size=3)) for _ in range(k)])))
+def test_lineage_csv_text_equals_pandas_to_csv(columns):
+    """The column-wise CSV writer of the lineage files gives pandas' to_csv bytes, quoting included."""
+    import csv
+    import io
+
+    from cdisc_convert.pipeline import _csv_text
+
+    frame = pd.DataFrame({f"C{i}": values for i, values in enumerate(columns)})
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    assert _csv_text(frame) == buf.getvalue()
+    plain = frame.apply(lambda c: c.map(lambda v: "" if v is None or v != v else str(v)) if c.dtype == object else c)
+    buf = io.StringIO()
+    plain.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    assert _csv_text(plain) == buf.getvalue()
