@@ -463,6 +463,9 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
     run, datasets, _se = convert_sdtm(study, specs, raw_forms, progress, terminology)
     lineage = run.lineage
     recon = reconciliation(raw_forms, run, run.record_sources)
+    run.record_sources.clear()
+    recon_summary = {"source_rows": int(len(recon)), "mapped": int((recon.status == "mapped").sum()),
+                     "excluded": recon[recon.status == "excluded"].groupby("detail").size().to_dict()}
     run.domains.clear()  # the typed datasets carry on; the working frames are no longer needed
     del raw_forms
     timings["map_and_derive"] = time.perf_counter() - t1
@@ -490,6 +493,10 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         lin_dir.mkdir()
         for name, frame in lineage.items():
             (lin_dir / f"{name.lower()}.csv").write_text(_csv_text(frame), encoding="utf-8")
+        (tmp / "reconciliation.csv").write_text(_csv_text(recon), encoding="utf-8")
+        # written: what follows (ADaM, define, validation) does not need them, so their memory goes now
+        run.lineage.clear()
+        del lineage, recon
         adam = derive_and_write_adam(study_dir, {n: d.data for n, d in datasets.items()}, tmp / "adam", created,
                                      study.studyid, progress, timings)
         crf_pages = None
@@ -523,13 +530,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         progress("spec.xlsx")
         from .spec_workbook import write_spec_workbook
         write_spec_workbook(study_dir, tmp / "spec.xlsx", metadata, terminology=terminology, crf_pages=crf_pages)
-        (tmp / "reconciliation.csv").write_text(_csv_text(recon), encoding="utf-8")
-        report = {
-            "summary": {"source_rows": int(len(recon)), "mapped": int((recon.status == "mapped").sum()),
-                        "excluded": recon[recon.status == "excluded"].groupby("detail").size().to_dict(),
-                        "deviations": len(run.deviations)},
-            "deviations": run.deviations,
-        }
+        report = {"summary": {**recon_summary, "deviations": len(run.deviations)}, "deviations": run.deviations}
         (tmp / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
         manifest = {
             "tool": {"name": "cdisc_convert", "version": __version__},
@@ -547,4 +548,5 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     timings["total"] = time.perf_counter() - t0
-    return RunResult(Path(out_dir), {**datasets, **adam}, run.excluded, run.deviations, timings, len(recon))
+    return RunResult(Path(out_dir), {**datasets, **adam}, run.excluded, run.deviations, timings,
+                     recon_summary["source_rows"])
