@@ -524,9 +524,8 @@ def computed_parameters(step: ParamComputed, frame: pd.DataFrame, spec: AdamSpec
     first = items.drop_duplicates(by).set_index(by)
     long = result.reset_index().melt(id_vars=by, var_name="PARAMCD", value_name="AVAL").dropna(subset=["AVAL"])
     long["PARAM"] = long["PARAMCD"].map(names)
-    long[SRC] = pd.MultiIndex.from_frame(long[by]).map(src).values
-    for col in keep:
-        long[col] = pd.MultiIndex.from_frame(long[by]).map(first[col]).values
+    # the source records and the kept variables of each (by) group: one join, not a lookup per column
+    long = long.join(src.rename(SRC), on=by).join(first[list(keep)], on=by)
     return long.reset_index(drop=True)
 
 
