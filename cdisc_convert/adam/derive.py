@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..sdtm.derive import dtc_date
+from ..text import on_unique
 
 SRC = "__src"  # lineage: the SDTM records each ADaM record comes from
 
@@ -129,8 +130,13 @@ def derive_vars_dtm(dataset: pd.DataFrame, dtc: str, new_prefix: str = "A", date
     out = derive_vars_dt(dataset, dtc, new_prefix, date_imputation, highest_imputation, True, min_dates, max_dates)
     date = out.pop(f"{new_prefix}DT")
     text = out[dtc].fillna("").astype(str)
-    has_time = text.str.len() >= 16
-    clock = pd.to_timedelta((text.str.slice(11, 16) + ":00").where(has_time), errors="coerce")
+
+    def clock_of(u: pd.Series) -> pd.DataFrame:  # once per distinct --DTC: a visit's tests share it
+        has = u.str.len() >= 16
+        return pd.DataFrame({"clock": pd.to_timedelta((u.str.slice(11, 16) + ":00").where(has), errors="coerce"),
+                             "has": has})
+    parts = on_unique(text, clock_of)
+    has_time, clock = parts["has"].astype(bool), parts["clock"]
     fill = pd.Timedelta(0) if time_imputation == "first" else pd.Timedelta(hours=23, minutes=59, seconds=59)
     out[f"{new_prefix}DTM"] = date + clock.fillna(fill)
     out[f"{new_prefix}TMF"] = np.where(date.notna() & ~has_time, "H", "")
