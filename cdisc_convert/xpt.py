@@ -157,19 +157,20 @@ def _distinct_bytes(values: np.ndarray) -> tuple[list[bytes], np.ndarray]:
         padded = np.zeros((len(values), 8), dtype=np.uint8)
         padded[:, :width] = values.view(np.uint8).reshape(len(values), width)
         codes, keys = pd.factorize(padded.view("<u8").reshape(-1))
-        return [k.tobytes()[:width] for k in np.asarray(keys, dtype="<u8")], codes
+        return [k.tobytes()[:width].rstrip(b"\x00") for k in np.asarray(keys, dtype="<u8")], codes  # as numpy's S
     uniques, inverse = np.unique(values, return_inverse=True)
     return uniques.tolist(), inverse.reshape(-1)
 
 
-def read_xpt_v5_data(path: Path) -> pd.DataFrame | None:
+def read_xpt_v5_data(path: Path, chunk_rows: int = 100_000) -> pd.DataFrame | None:
     """The observations of a one-member XPT v5 file, read column-wise with numpy: numbers as IEEE
     doubles, text as ``str`` with trailing blanks removed and one object per distinct value.
     None when the file is outside what this reader handles (numbers shorter than 8 bytes, records
     shorter than a card, several members, VAX namestrs): the caller then uses a general reader.
 
     The record count follows from the data length: for records of at least 80 bytes the blank
-    padding of the last card is shorter than a record, so it is never taken for one.
+    padding of the last card is shorter than a record, so it is never taken for one. Records are
+    read ``chunk_rows`` at a time.
     """
     with open(path, "rb") as fh:
         head = fh.read(80 * 8)
@@ -206,16 +207,31 @@ def read_xpt_v5_data(path: Path) -> pd.DataFrame | None:
         fh.seek(data_at + n * record.itemsize)
         if fh.read().strip(b" "):
             return None  # more than blank padding after the last record: another member follows
-    rows = np.memmap(path, dtype=record, mode="r", offset=data_at, shape=(n,)) if n else np.zeros(0, dtype=record)
+    # records are read a chunk at a time, so the file never sits in memory whole: numbers are
+    # converted per chunk; text keeps per-chunk codes into one table of distinct values
+    numbers: dict[int, list[np.ndarray]] = {}
+    codes: dict[int, list[np.ndarray]] = {}
+    distinct: dict[int, dict[bytes, int]] = {}
+    with open(path, "rb") as fh:
+        fh.seek(data_at)
+        for start in range(0, n, chunk_rows):
+            rows = np.fromfile(fh, dtype=record, count=min(chunk_rows, n - start))
+            for i, fmt in enumerate(formats):
+                field = rows[f"f{i}"]
+                if fmt == ">u8":
+                    numbers.setdefault(i, []).append(ieee_doubles(field))
+                    continue
+                uniques, inverse = _distinct_bytes(np.ascontiguousarray(field))
+                table = distinct.setdefault(i, {})
+                to_global = np.array([table.setdefault(u, len(table)) for u in uniques], dtype=np.int64)
+                codes.setdefault(i, []).append(to_global[inverse])
+            del rows
     out = {}
     for i, (name, fmt) in enumerate(zip(columns, formats)):
-        field = rows[f"f{i}"]
         if fmt == ">u8":
-            out[name] = ieee_doubles(field)
-            continue
-        uniques, inverse = _distinct_bytes(np.ascontiguousarray(field))
-        text = np.array([u.rstrip().decode("ascii") for u in uniques], dtype=object)
-        out[name] = text[inverse]  # one str object per distinct value
-    del rows
+            out[name] = np.concatenate(numbers.pop(i)) if n else np.zeros(0, dtype=np.float64)
+        else:
+            text = np.array([u.rstrip().decode("ascii") for u in distinct.pop(i, {})], dtype=object)
+            out[name] = text[np.concatenate(codes.pop(i))] if n else np.zeros(0, dtype=object)  # one str per value
     return pd.DataFrame({name: pd.Series(values, dtype=float if values.dtype.kind == "f" else object)
                          for name, values in out.items()})

@@ -205,6 +205,7 @@ def test_column_wise_reader_equals_pandas_and_pyreadstat_readers(tmp_path):
     frame = pd.DataFrame({"AVAL": numbers, "WIDE": text, "FL": (["Y", "", "N", "Y"] * 50), "CODE": text[::-1]})
     path = write_xpt(ds(frame.to_dict("list")), tmp_path, CREATED)
     ours = read_xpt_v5_data(path)
+    assert read_xpt_v5_data(path, chunk_rows=7).equals(ours)  # read in chunks: the same frame
     theirs, _ = pyreadstat.read_xport(str(path))
     pandas_read = pd.read_sas(path, format="xport", encoding="ascii")
     largest = np.isinf(theirs["AVAL"].to_numpy())  # pyreadstat reads the largest IBM value (7.2e75) as inf
