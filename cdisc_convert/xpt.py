@@ -150,16 +150,28 @@ _OBS = b"HEADER RECORD*******OBS     HEADER RECORD!!!!!!!"
 
 
 def _distinct_bytes(values: np.ndarray) -> tuple[list[bytes], np.ndarray]:
-    """Distinct values of a fixed-width bytes column and each record's index into them: hashed as
-    integers when 8 bytes or fewer (codes, dates, flags), else sorted."""
-    width = values.dtype.itemsize
-    if width <= 8 and len(values):
-        padded = np.zeros((len(values), 8), dtype=np.uint8)
-        padded[:, :width] = values.view(np.uint8).reshape(len(values), width)
-        codes, keys = pd.factorize(padded.view("<u8").reshape(-1))
-        return [k.tobytes()[:width].rstrip(b"\x00") for k in np.asarray(keys, dtype="<u8")], codes  # as numpy's S
-    uniques, inverse = np.unique(values, return_inverse=True)
-    return uniques.tolist(), inverse.reshape(-1)
+    """Distinct values of a fixed-width bytes column (as numpy's ``S`` gives them: trailing NULs
+    dropped) and each record's index into them. The bytes are hashed as 64-bit words and the hashes
+    factorized; a hash collision (checked word by word) falls back to sorting."""
+    n, width = len(values), values.dtype.itemsize
+    if not n:
+        return [], np.zeros(0, dtype=np.intp)
+    words = -(-width // 8)
+    matrix = np.zeros((n, 8 * words), dtype=np.uint8)
+    matrix[:, :width] = values.view(np.uint8).reshape(n, width)
+    keys = matrix.view("<u8")  # n x words
+    hashed = keys[:, 0].copy()
+    for j in range(1, words):
+        hashed = hashed * np.uint64(0x9E3779B97F4A7C15) ^ keys[:, j]
+    codes, _hashes = pd.factorize(hashed)
+    # factorize numbers values in order of first appearance: a record holds a new value where its
+    # code exceeds every code before it
+    running = np.maximum.accumulate(codes)
+    first = np.flatnonzero(np.concatenate([[True], running[1:] > running[:-1]]))
+    if words > 1 and not (keys == keys[first[codes]]).all():  # two values with one hash
+        uniques, inverse = np.unique(values, return_inverse=True)
+        return uniques.tolist(), inverse.reshape(-1)
+    return values[first].tolist(), codes
 
 
 def read_xpt_v5_data(path: Path, chunk_rows: int = 100_000) -> pd.DataFrame | None:

@@ -252,3 +252,24 @@ def test_lineage_csv_text_equals_pandas_to_csv(columns):
     buf = io.StringIO()
     plain.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     assert _csv_text(plain) == buf.getvalue()
+
+
+def test_distinct_bytes_of_a_text_column_hashed_or_sorted(monkeypatch):
+    """The reader's distinct values and codes, for narrow and wide columns, and when two values
+    share a hash (forced here): always what sorting gives."""
+    import numpy as np
+
+    import cdisc_convert.xpt as xpt
+
+    rng = np.random.default_rng(3)
+    for width in (1, 5, 8, 9, 16, 40):
+        pool = np.array([bytes(rng.choice(list(b"AB C"), size=rng.integers(0, width + 1))) for _ in range(30)],
+                        dtype=f"S{width}")
+        values = pool[rng.integers(0, len(pool), 500)]
+        uniques, codes = xpt._distinct_bytes(values)
+        assert [uniques[c] for c in codes] == values.tolist() and len(set(uniques)) == len(uniques)
+    real = pd.factorize
+    monkeypatch.setattr(xpt.pd, "factorize", lambda h: (np.zeros(len(h), dtype=np.intp), real(h)[1][:1]))
+    values = np.array([b"A" * 12, b"B" * 12, b"A" * 12], dtype="S12")
+    uniques, codes = xpt._distinct_bytes(values)  # every hash "equal": the check sees it and sorts instead
+    assert [uniques[c] for c in codes] == values.tolist()
