@@ -194,7 +194,8 @@ def ct_test_name_pair(ctx, rule):
                                 f"{code} is not in codelist {name}TESTCD and not declared as an extended value"))
         if test in frame.columns:
             names = as_text(frame[test])
-            pairs = pd.DataFrame({"c": codes, "n": names}).drop_duplicates()  # few distinct pairs
+            pair_of_record = pd.DataFrame({"c": codes, "n": names})
+            pairs = pair_of_record.drop_duplicates()  # few distinct pairs
             shared_code = set(pairs.loc[pairs.duplicated("c", keep=False), "c"])
             shared_name = set(pairs.loc[pairs.duplicated("n", keep=False), "n"])
             bad = codes.isin(shared_code) | names.isin(shared_name)
@@ -205,10 +206,11 @@ def ct_test_name_pair(ctx, rule):
                 mismatched = {(c, n) for c, n in zip(pairs["c"], pairs["n"]) if c in codelist.term_codes and
                               name_of.get(codelist.term_codes[c], n) != n}
                 if mismatched:
-                    bad |= pd.Series(list(zip(codes, names)), index=frame.index).isin(mismatched)
-            bad &= ~pd.Series(list(zip(codes, names)), index=frame.index).duplicated()  # once per pair
-            out.append(findings(rule, name, frame, bad, code,
-                                "test code and test name do not pair one to one (" + codes + " / " + names + ")"))
+                    bad |= pd.Series(pd.MultiIndex.from_arrays([codes, names]).isin(list(mismatched)), index=frame.index)
+            bad &= ~pair_of_record.duplicated()  # once per pair
+            out.append(findings(rule, name, frame, bad, code, lambda rows, codes=codes, names=names: (
+                "test code and test name do not pair one to one (" + codes.loc[rows] + " / " + names.loc[rows]
+                + ")").to_numpy()))
     return out
 
 
