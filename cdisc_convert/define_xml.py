@@ -221,21 +221,11 @@ def _rule_origin(spec: DomainSpec, var: str) -> tuple[str, str, str, str]:
     return origin, source, "; ".join(dict.fromkeys(texts)), method
 
 
-def _crf_pages(crf_pages: dict[tuple[str, str, str], list[int]] | None, dataset: str, variable: str | None = None,
-               key: str | None = None) -> tuple[int, ...] | None:
-    """The aCRF pages of a variable (all its annotations), of one value-level key, or of a whole
-    SUPP-- dataset's QVAL; None without a generated aCRF."""
-    if crf_pages is None:
-        return None
-    pages = {n for (ds, var, k), found in crf_pages.items() if ds == dataset and (variable is None or var == variable)
-             and (key is None or k == key) for n in found}
-    return tuple(sorted(pages))
-
-
 def sdtm_metadata(written: dict[str, Written], specs: list[DomainSpec],
                   crf_pages: dict[tuple[str, str, str], list[int]] | None = None) -> list[DatasetMeta]:
     """Dataset, variable and value-level metadata for the SDTM folder (``crf_pages``: where each
     annotation of the generated aCRF is, by (dataset, variable, value key))."""
+    from .acrf import pages_of
     md = load_sdtmig()
     by_domain = {s.domain: s for s in specs}
     metas = []
@@ -274,7 +264,7 @@ def sdtm_metadata(written: dict[str, Written], specs: list[DomainSpec],
                                                                                "domains and DM reference dates.")
             if origin == "Assigned":
                 var.method = ""
-            var.pages = _crf_pages(crf_pages, name, None if name.startswith("SUPP") else col)
+            var.pages = pages_of(crf_pages, name, None if name.startswith("SUPP") else col)
             variables.append(var)
         meta = DatasetMeta(name, w.label, dm.cls, dm.structure or "One record per record", "Tabulation",
                            list(dm.keys), name[4:] if name.startswith("SUPP") else name,
@@ -289,6 +279,7 @@ def sdtm_metadata(written: dict[str, Written], specs: list[DomainSpec],
 def _sdtm_value_lists(meta: DatasetMeta, w: Written, spec: DomainSpec | None,
                       crf_pages: dict[tuple[str, str, str], list[int]] | None = None) -> None:
     """VLM: findings results by --TESTCD (with the form field each test comes from), SUPP QVAL by QNAM."""
+    from .acrf import pages_of
     name = meta.name
     testcd, orres = f"{name}TESTCD", f"{name}ORRES"
     if testcd in w.data.columns and orres in w.data.columns:
@@ -306,7 +297,7 @@ def _sdtm_value_lists(meta: DatasetMeta, w: Written, spec: DomainSpec | None,
                           origin_text="; ".join(dict.fromkeys(field_of.get(code, []))))
             var.label = f"{w.labels.get(orres, orres)} ({code})"[:40]
             var.datatype = "text" if not numeric else var.datatype
-            var.pages = _crf_pages(crf_pages, name, orres, str(code))
+            var.pages = pages_of(crf_pages, name, orres, str(code))
             items.append((str(code), var))
         meta.value_lists[orres] = (testcd, items)
         result_codelists = {t.testcd: t.codelist for s in (spec.sources if spec else []) for t in s.tests or []
@@ -325,7 +316,7 @@ def _sdtm_value_lists(meta: DatasetMeta, w: Written, spec: DomainSpec | None,
             var = _mk_var(sub, "QVAL", origin=orig if orig in ("Collected", "Derived", "Assigned", "Protocol")
                           else ("Collected" if orig.upper() == "CRF" else "Derived"), origin_source="Investigator")
             var.label = str(group["QLABEL"].iloc[0])[:40]
-            var.pages = _crf_pages(crf_pages, name, str(qnam))
+            var.pages = pages_of(crf_pages, name, str(qnam))
             items.append((str(qnam), var))
         meta.value_lists["QVAL"] = ("QNAM", items)
 

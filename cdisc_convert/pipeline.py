@@ -397,12 +397,8 @@ def run_define(study_dir: Path, out_dir: Path, stylesheet: Path | None = None, c
     created = str(study.study.get("created", DEFAULT_CREATED))
     crf_pages = None
     if (Path(out_dir) / "acrf.pdf").is_file():  # the aCRF a run wrote: CRF origins point to its pages
-        from .acrf import load_crf_design, plan_acrf
-        try:
-            design = load_crf_design(study, Path(study_dir))
-        except ConversionError:  # the export (and its CRF design) is not beside the specs: no page links
-            design = None
-        crf_pages = plan_acrf(design, load_specs(Path(study_dir))).where if design is not None else None
+        from .acrf import planned_pages
+        crf_pages = planned_pages(study, Path(study_dir), load_specs(Path(study_dir)))
     return write_study_defines(Path(study_dir), Path(out_dir), study, created, stylesheet,
                                ct=load_terminology(ct, Path(study_dir)), crf_pages=crf_pages)
 

@@ -46,9 +46,9 @@ def _kind(rule) -> str:
 
 def _pages(crf_pages: dict | None, dataset: str, variable: str) -> str:
     """The aCRF pages holding a variable's annotations (``7`` or ``13 14``), '' when none."""
-    found = sorted({n for (ds, var, _key), pages in (crf_pages or {}).items() if ds == dataset and var == variable
-                    for n in pages})
-    return " ".join(map(str, found))
+    from .acrf import pages_of
+
+    return " ".join(map(str, pages_of(crf_pages, dataset, variable) or ()))
 
 
 def sdtm_rows(spec, md, lengths: dict[str, int], crf_pages: dict | None = None) -> list[list]:
@@ -284,14 +284,9 @@ def write_spec_workbook(study_dir: Path, out: Path, metadata: dict | None = None
     adam_specs = load_adam_specs(study_dir / "adam")
     terminology = terminology if terminology is not None else load_terminology(None, study_dir)
     changes = diff_specs(read_spec_folder(Path(previous)), read_spec_folder(study_dir)) if previous else None
-    if crf_pages is _NOT_GIVEN:
-        from .acrf import load_crf_design, plan_acrf
-        from .errors import ConversionError
-        try:  # the aCRF the export's CRF design gives (a run draws the same): its pages per variable
-            design = load_crf_design(study, study_dir)
-        except ConversionError:
-            design = None
-        crf_pages = plan_acrf(design, specs).where if design is not None else None
+    if crf_pages is _NOT_GIVEN:  # the aCRF the export's CRF design gives (a run draws the same)
+        from .acrf import planned_pages
+        crf_pages = planned_pages(study, study_dir, specs)
     data = build_workbook(study_dir, study, specs, adam_specs, terminology, metadata, changes, crf_pages)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -164,8 +164,8 @@ def _distinct_bytes(values: np.ndarray) -> tuple[list[bytes], np.ndarray]:
     for j in range(1, words):
         hashed = hashed * np.uint64(0x9E3779B97F4A7C15) ^ keys[:, j]
     codes, _hashes = pd.factorize(hashed)
-    # factorize numbers values in order of first appearance: a record holds a new value where its
-    # code exceeds every code before it
+    # factorize numbers the values in order of first appearance: a record holds a new value where
+    # its code exceeds every code before it
     running = np.maximum.accumulate(codes)
     first = np.flatnonzero(np.concatenate([[True], running[1:] > running[:-1]]))
     if words > 1 and not (keys == keys[first[codes]]).all():  # two values with one hash
@@ -215,16 +215,15 @@ def read_xpt_v5_data(path: Path, chunk_rows: int = 100_000) -> pd.DataFrame | No
     if record.itemsize < 80:
         return None
     n = (size - data_at) // record.itemsize
-    with open(path, "rb") as fh:
-        fh.seek(data_at + n * record.itemsize)
-        if fh.read().strip(b" "):
-            return None  # more than blank padding after the last record: another member follows
     # records are read a chunk at a time, so the file never sits in memory whole: numbers are
     # converted per chunk; text keeps per-chunk codes into one table of distinct values
     numbers: dict[int, list[np.ndarray]] = {}
     codes: dict[int, list[np.ndarray]] = {}
     distinct: dict[int, dict[bytes, int]] = {}
     with open(path, "rb") as fh:
+        fh.seek(data_at + n * record.itemsize)
+        if fh.read().strip(b" "):
+            return None  # more than blank padding after the last record: another member follows
         fh.seek(data_at)
         for start in range(0, n, chunk_rows):
             rows = np.fromfile(fh, dtype=record, count=min(chunk_rows, n - start))
