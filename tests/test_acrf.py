@@ -329,3 +329,12 @@ def test_bad_data_dictionary_names_file_and_line(study_copy, tmp_path):
     run = subprocess.run([sys.executable, "-m", "cdisc_convert.cli", "run", str(study_copy), "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 2 and "data_dictionary.csv" in run.stderr and not (tmp_path / "o").exists()
+
+
+def test_acrf_out_naming_a_file_is_refused_and_the_file_kept(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    run = subprocess.run([sys.executable, "-m", "cdisc_convert.cli", "acrf", str(STUDY), "--out", str(notes)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2 and "is a file" in run.stderr and "Traceback" not in run.stderr
+    assert notes.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
