@@ -63,6 +63,12 @@ class Progress:
             print(f"{stamp} [{elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of processes (1 or more)")
+    return min(int(text), 2)  # a run has two branches to give processes to
+
+
 def _cmd_run(args) -> int:
     from .pipeline import run_adam_only, run_study
 
@@ -74,7 +80,7 @@ def _cmd_run(args) -> int:
             result = run_study(Path(args.study_dir), Path(args.out), edc=Path(args.edc) if args.edc else None,
                                encoding=args.encoding, progress=progress,
                                stylesheet=Path(args.stylesheet) if args.stylesheet else None,
-                               ct=[Path(c) for c in args.ct or []])
+                               ct=[Path(c) for c in args.ct or []], jobs=args.jobs)
     if args.quiet:
         return _run_summary(args, result)
     table = Table(title=f"Datasets written to {result.out_dir}")
@@ -319,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--stylesheet", help="XSLT for define.html (e.g. the CDISC Define-XML 2.1 stylesheet); "
                                           "default: the project's own template")
     run.add_argument("--ct", action="append", metavar="PATH", help=CT_HELP)
+    run.add_argument("--jobs", type=_jobs, metavar="N", help="processes: 2 writes and validates SDTM while ADaM is "
+                     "derived (default on Linux with 2+ cores), 1 uses one process and less memory; same files")
     run.set_defaults(func=_cmd_run)
     de = sub.add_parser("define", help="write define.xml + define.html for the datasets already in OUT")
     de.add_argument("study_dir", help="the study folder (study.yaml + specs)")

@@ -18,6 +18,8 @@ import pandas as pd
 
 from . import __version__
 from .errors import ConversionError
+from .memory import release_freed_memory
+from .parallel import Branch, default_jobs
 from .text import as_text, is_plain_text, on_unique, shared_text
 from .metadata import Sdtmig, Terminology, load_sdtmig, load_terminology
 from .readers import read_csv_forms, read_odm_forms, read_sas_forms
@@ -255,6 +257,8 @@ def _domain_lineage(name: str, mapped: MappedDomain, datasets: dict[str, Dataset
         for c in ids:
             if lin[c].dtype.kind == "f":
                 lin[c] = as_text(lin[c])
+            elif lin[c].dtype == object or isinstance(lin[c].dtype, pd.StringDtype):  # USUBJID: one object per subject
+                lin[c] = shared_text(lin[c])
         if "QNAM" in frame.columns:
             lin["QNAM"] = frame["QNAM"]
         lin["form"] = frame["__form"].values
@@ -305,6 +309,8 @@ def _csv_text(frame: pd.DataFrame) -> str:
     columns = []
     for col in frame.columns:
         values = frame[col]
+        if isinstance(values.dtype, pd.StringDtype):  # pandas' str columns: missing is written as nothing
+            values = values.fillna("").astype(object)
         if values.dtype == object and is_plain_text(values):
             columns.append(on_unique(values, lambda u: u.map(_csv_field)).tolist())
         else:  # numbers, missing values, other types: pandas' own formatting of this column
@@ -356,6 +362,8 @@ def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_d
         write_dataset_json(ds, adam_dir, created, studyid, __version__, "ADAM")
         (adam_dir / "lineage" / f"{ds.name.lower()}.csv").write_text(_csv_text(lineage), encoding="utf-8")
         datasets[ds.name] = ds
+        del lineage
+        release_freed_memory()
     timings["write_adam"] = time.perf_counter() - t
     return datasets
 
@@ -425,10 +433,60 @@ def run_acrf(study_dir: Path, out_dir: Path, edc: Path | None = None):
     return write_acrf(out_dir, design, specs, study, visit_forms(raw_forms, study), __version__)
 
 
+def write_sdtm_files(folder: Path, datasets: dict[str, Dataset], lineage: dict[str, pd.DataFrame],
+                     recon: pd.DataFrame, created: str, studyid: str, progress: Callable[[str], None],
+                     timings: dict[str, float]) -> None:
+    """``folder`` (OUT/sdtm): each dataset as XPT and Dataset-JSON; beside it OUT/lineage/*.csv and
+    OUT/reconciliation.csv. An XPT rule broken by a record names the EDC row behind it."""
+    import time
+
+    folder.mkdir()
+    t = time.perf_counter()
+    for name, ds in datasets.items():
+        progress(f"write {name}")
+        try:
+            write_xpt(ds, folder, created)
+        except ConversionError as exc:  # name the EDC row behind the record when lineage has it
+            row, lin = getattr(exc, "row", None), lineage.get(name)
+            if row is not None and lin is not None and len(lin) == len(ds.data) and not exc.source:
+                exc.source = str(lin["source"].iloc[row])
+                exc.args = (str(exc),)
+            raise
+    timings["write_xpt"] = time.perf_counter() - t
+    t = time.perf_counter()
+    for ds in datasets.values():
+        write_dataset_json(ds, folder, created, studyid, __version__)
+    timings["write_json"] = time.perf_counter() - t
+    lin_dir = folder.parent / "lineage"
+    lin_dir.mkdir()
+    for name, frame in lineage.items():
+        (lin_dir / f"{name.lower()}.csv").write_text(_csv_text(frame), encoding="utf-8")
+    (folder.parent / "reconciliation.csv").write_text(_csv_text(recon), encoding="utf-8")
+
+
+def _validate_and_report(out: Path, model: str, loaded, reference, study_dir: Path, terminology) -> dict[str, int]:
+    """Validate OUT/<model> (its datasets already in memory) and write OUT/validation/<model>; the counts."""
+    from .validate import validate_folder
+    from .validate.report import write_reports
+
+    checked = validate_folder(out / model, study_dir=study_dir, ct=terminology, preloaded=loaded,
+                              reference_preloaded=reference)
+    checked.folder = Path(model)  # relative: the report does not depend on where OUT is
+    write_reports(checked, out / "validation" / model)
+    counts = {s: checked.count(s) for s in ("error", "warning", "info")}
+    del checked
+    release_freed_memory()
+    return counts
+
+
 def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding: str | None = None,
-              progress: Callable[[str], None] = lambda s: None, stylesheet: Path | None = None, ct=None) -> RunResult:
+              progress: Callable[[str], None] = lambda s: None, stylesheet: Path | None = None, ct=None,
+              jobs: int | None = None) -> RunResult:
     """Convert a study: read, map, derive, write ``out_dir/sdtm`` (and ``out_dir/adam`` when the
-    study has ADaM specs) plus manifest, lineage and reconciliation, all or nothing."""
+    study has ADaM specs) plus manifest, lineage and reconciliation, all or nothing.
+
+    ``jobs``: 2 writes and validates SDTM in a second process while ADaM is derived (the default on
+    a Linux machine with two cores), 1 does it all in this process; the files are the same bytes."""
     import time
 
     timings: dict[str, float] = {}
@@ -464,68 +522,78 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
                      "excluded": recon[recon.status == "excluded"].groupby("detail").size().to_dict()}
     run.domains.clear()  # the typed datasets carry on; the working frames are no longer needed
     del raw_forms
+    release_freed_memory()  # the working frames' pages: writing starts from the typed datasets' size
     timings["map_and_derive"] = time.perf_counter() - t1
     created = str(study.study.get("created", DEFAULT_CREATED))
-    t2 = time.perf_counter()
     with atomic_output(Path(out_dir)) as tmp:
-        sdtm = tmp / "sdtm"
-        sdtm.mkdir()
-        for name, ds in datasets.items():
-            progress(f"write {name}")
-            try:
-                write_xpt(ds, sdtm, created)
-            except ConversionError as exc:  # name the EDC row behind the record when lineage has it
-                row, lin = getattr(exc, "row", None), lineage.get(name)
-                if row is not None and lin is not None and len(lin) == len(ds.data) and not exc.source:
-                    exc.source = str(lin["source"].iloc[row])
-                    exc.args = (str(exc),)
-                raise
-        timings["write_xpt"] = time.perf_counter() - t2
-        t3 = time.perf_counter()
-        for ds in datasets.values():
-            write_dataset_json(ds, sdtm, created, study.studyid, __version__)
-        timings["write_json"] = time.perf_counter() - t3
-        lin_dir = tmp / "lineage"
-        lin_dir.mkdir()
-        for name, frame in lineage.items():
-            (lin_dir / f"{name.lower()}.csv").write_text(_csv_text(frame), encoding="utf-8")
-        (tmp / "reconciliation.csv").write_text(_csv_text(recon), encoding="utf-8")
-        # written: what follows (ADaM, define, validation) does not need them, so their memory goes now
-        run.lineage.clear()
-        del lineage, recon
-        adam = derive_and_write_adam(study_dir, {n: d.data for n, d in datasets.items()}, tmp / "adam", created,
-                                     study.studyid, progress, timings)
-        crf_pages = None
-        if crf_design is not None:
-            progress("annotated CRF")
-            from .acrf import write_acrf
-            crf_pages = write_acrf(tmp, crf_design, specs, study, visits, __version__).pages
-        progress("define.xml")
-        t4 = time.perf_counter()
-        from .define_xml import from_datasets, write_study_defines
-        write_study_defines(study_dir, tmp, study, created, stylesheet, from_datasets(datasets),
-                            from_datasets(adam) if adam else None, ct=terminology, crf_pages=crf_pages)
-        timings["define"] = time.perf_counter() - t4
-        progress("validate")
-        t5 = time.perf_counter()
-        from .validate import validate_folder
-        from .validate.report import write_reports
-        from .validate import in_memory
-        sdtm_loaded = in_memory(datasets)
-        for folder, written in (("sdtm", datasets), ("adam", adam)):
-            if written:
-                checked = validate_folder(tmp / folder, study_dir=study_dir, ct=terminology, preloaded=in_memory(written)
-                                          if folder == "adam" else sdtm_loaded, reference_preloaded=sdtm_loaded)
-                checked.folder = Path(folder)  # relative: the report does not depend on where OUT is
-                write_reports(checked, tmp / "validation" / folder)
-                validation[folder] = {s: checked.count(s) for s in ("error", "warning", "info")}
-        timings["validate"] = time.perf_counter() - t5
-        (lin_dir / "rules.json").write_text(json.dumps(_rule_lineage(specs), indent=1, sort_keys=True) + "\n")
-        metadata = variable_metadata(datasets, specs, load_sdtmig())
-        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
-        progress("spec.xlsx")
-        from .spec_workbook import write_spec_workbook
-        write_spec_workbook(study_dir, tmp / "spec.xlsx", metadata, terminology=terminology, crf_pages=crf_pages)
+        sdtm_loaded = None
+
+        def sdtm_branch(report: Callable[[str], None]) -> dict:
+            """SDTM files, their validation, the aCRF and the spec workbook: everything that needs
+            the SDTM datasets but not ADaM (in a second process when the run has two cores)."""
+            nonlocal sdtm_loaded
+            done: dict = {"timings": {}, "validation": {}, "crf_pages": None}
+            write_sdtm_files(tmp / "sdtm", datasets, lineage, recon, created, study.studyid, report, done["timings"])
+            lineage.clear()  # written: what follows does not need them, so their memory goes now
+            release_freed_memory()
+            if crf_design is not None:
+                report("annotated CRF")
+                from .acrf import write_acrf
+                done["crf_pages"] = write_acrf(tmp, crf_design, specs, study, visits, __version__).pages
+            report("validate SDTM")
+            t = time.perf_counter()
+            from .validate import in_memory
+            sdtm_loaded = in_memory(datasets)
+            done["validation"]["sdtm"] = _validate_and_report(tmp, "sdtm", sdtm_loaded, sdtm_loaded, study_dir,
+                                                              terminology)
+            done["timings"]["validate_sdtm"] = time.perf_counter() - t
+            (tmp / "lineage" / "rules.json").write_text(json.dumps(_rule_lineage(specs), indent=1, sort_keys=True)
+                                                        + "\n")
+            metadata = variable_metadata(datasets, specs, load_sdtmig())
+            (tmp / "metadata.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+            report("spec.xlsx")
+            from .spec_workbook import write_spec_workbook
+            write_spec_workbook(study_dir, tmp / "spec.xlsx", metadata, terminology=terminology,
+                                crf_pages=done["crf_pages"])
+            return done
+
+        branch = Branch(sdtm_branch, progress, parallel=(jobs or default_jobs()) > 1)
+        del recon
+        try:
+            def adam_progress(message: str) -> None:  # the SDTM branch's messages, as they come, then ours
+                branch.poll()
+                progress(message)
+
+            if branch.forked:  # the child writes its copy of the lineage; this one is not needed here
+                run.lineage.clear()
+                release_freed_memory()
+            adam = derive_and_write_adam(study_dir, {n: d.data for n, d in datasets.items()}, tmp / "adam", created,
+                                         study.studyid, adam_progress, timings)
+            release_freed_memory()  # ADaM's working frames
+            crf_pages = None
+            if crf_design is not None:
+                from .acrf import plan_acrf
+                crf_pages = plan_acrf(crf_design, specs).where  # where the branch's aCRF puts each annotation
+            adam_progress("define.xml")
+            t4 = time.perf_counter()
+            from .define_xml import from_datasets, write_study_defines
+            write_study_defines(study_dir, tmp, study, created, stylesheet, from_datasets(datasets),
+                                from_datasets(adam) if adam else None, ct=terminology, crf_pages=crf_pages)
+            timings["define"] = time.perf_counter() - t4
+            if adam:
+                adam_progress("validate ADaM")
+                t5 = time.perf_counter()
+                from .validate import in_memory
+                reference = sdtm_loaded if sdtm_loaded is not None else in_memory(datasets)
+                validation["adam"] = _validate_and_report(tmp, "adam", in_memory(adam), reference, study_dir,
+                                                          terminology)
+                timings["validate_adam"] = time.perf_counter() - t5
+        except BaseException:
+            branch.cancel()
+            raise
+        done = branch.join()  # its error, if any, is raised here
+        timings.update(done["timings"])
+        validation = {**done["validation"], **validation}
         report = {"summary": {**recon_summary, "deviations": len(run.deviations)}, "deviations": run.deviations}
         (tmp / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
         manifest = {

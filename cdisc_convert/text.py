@@ -94,3 +94,25 @@ def shared_text(values: pd.Series) -> pd.Series:
     """
     codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
     return pd.Series(np.asarray(uniques, dtype=object)[codes], index=values.index, name=values.name, dtype=object)
+
+
+def joined_by_group(frame: pd.DataFrame, by: list[str], column: str, sep: str = " + ",
+                    dropna: bool = True) -> pd.Series:
+    """``frame.groupby(by, sort=False, dropna=dropna)[column].agg(sep.join)`` without a pandas call
+    per group: rows are ordered by group once and each group's slice joined (a lineage column of a
+    computed parameter joins its source records, a hundred thousand groups at a time).
+
+    >>> f = pd.DataFrame({"USUBJID": ["1", "2", "1"], "SRC": ["a", "b", "c"]})
+    >>> joined_by_group(f, ["USUBJID"], "SRC").to_dict()
+    {'1': 'a + c', '2': 'b'}
+    """
+    grouped = frame.groupby(by, sort=False, dropna=dropna)
+    codes = grouped.ngroup().to_numpy()
+    keep = codes >= 0  # dropna: rows with a missing key are in no group
+    codes = codes[keep]
+    order = np.argsort(codes, kind="stable")
+    values = frame[column].to_numpy(dtype=object)[keep][order].tolist()
+    sorted_codes = codes[order]
+    bounds = [0, *(np.flatnonzero(np.diff(sorted_codes)) + 1).tolist(), len(values)]
+    joined = [sep.join(values[a:b]) for a, b in zip(bounds[:-1], bounds[1:])] if len(values) else []
+    return pd.Series(joined, index=grouped.size().index, name=column, dtype=object)  # groups in ngroup order

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cdisc_convert.adam import derive
 from cdisc_convert.adam.derive import AnalysisWindow, TteSource
@@ -141,3 +143,19 @@ def test_time_to_event_takes_first_event_else_last_censoring():
     assert tte[["USUBJID", "AVAL", "CNSR", "EVNTDESC"]].values.tolist() == [
         ["1", 61.0, 0, "LIVER TRANSPLANTATION"], ["2", 366.0, 1, "LAST DATE KNOWN ALIVE"]]
     assert tte["CNSDTDSC"].tolist() == ["", "LAST DATE KNOWN ALIVE"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["1", "2", None]), st.sampled_from([1.0, 2.0, float("nan")]),
+                          st.text(alphabet="ab+ ", max_size=3)), max_size=12),
+       st.booleans(), st.booleans())
+def test_lineage_of_computed_parameters_joins_sources_like_groupby(rows, two_keys, dropna):
+    """joined_by_group (the source records of a computed parameter) is what pandas' groupby-join gives:
+    groups in order of first appearance, records in their order, missing keys dropped or kept."""
+    from cdisc_convert.text import joined_by_group
+
+    frame = pd.DataFrame(rows, columns=["USUBJID", "ADT", "SRC"]).astype({"USUBJID": object, "SRC": object})
+    by = ["USUBJID", "ADT"] if two_keys else ["USUBJID"]
+    want = frame.groupby(by, sort=False, dropna=dropna)["SRC"].agg(" + ".join)
+    got = joined_by_group(frame, by, "SRC", dropna=dropna)
+    pd.testing.assert_series_equal(got, want, check_dtype=False, check_index_type=False)

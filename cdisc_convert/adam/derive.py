@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..sdtm.derive import dtc_date
-from ..text import on_unique
+from ..text import joined_by_group, on_unique
 
 SRC = "__src"  # lineage: the SDTM records each ADaM record comes from
 
@@ -491,7 +491,7 @@ def derive_param_computed(dataset: pd.DataFrame, by_vars: list[str], parameters:
         wide_fixed = fixed.pivot(index=constant_by_vars or ["USUBJID"], columns="PARAMCD", values=value_var)
         if any(p not in wide_fixed.columns for p in constant):
             return dataset.iloc[0:0].assign(PARAMCD=pd.Series(dtype=object))
-        src_fixed = fixed.groupby(constant_by_vars or ["USUBJID"], sort=False, dropna=False)[SRC].agg(" + ".join) \
+        src_fixed = joined_by_group(fixed, constant_by_vars or ["USUBJID"], SRC, dropna=False) \
             if SRC in fixed.columns else None
 
         def with_constants(wide: pd.DataFrame) -> pd.DataFrame:
@@ -525,7 +525,7 @@ def _param_computed(dataset, by_vars, parameters, compute, new_paramcd, new_para
         complete = _wide_hook(complete)
     complete = complete.astype({p: float for p in parameters if p not in text and p in complete.columns})
     values = compute(complete)
-    src = inputs.groupby(by_vars, sort=False, dropna=False)[SRC].agg(" + ".join) if SRC in inputs.columns else None
+    src = joined_by_group(inputs, by_vars, SRC, dropna=False) if SRC in inputs.columns else None
     first = inputs.drop_duplicates(by_vars).set_index(by_vars)
     result = complete.reset_index()[by_vars].copy()
     result.columns.name = None

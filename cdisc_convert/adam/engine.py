@@ -16,7 +16,7 @@ import pandas as pd
 from ..errors import ConversionError
 from ..spec import Condition
 from ..sdtm.rules import RuleContext, evaluate_condition
-from ..text import as_text
+from ..text import as_text, joined_by_group
 from . import derive, scores
 from ..expr import ExpressionError, condition as expression_condition, evaluate as evaluate_expression
 from ..expr import parse as parse_expression
@@ -520,7 +520,7 @@ def computed_parameters(step: ParamComputed, frame: pd.DataFrame, spec: AdamSpec
     else:
         result = scores.eq5d5l_index(wide).to_frame(step.paramcd or "EQ5DIDX")
         names = {step.paramcd or "EQ5DIDX": step.param or "EQ-5D-5L Index (England value set)"}
-    src = items.groupby(by, sort=False)[SRC].agg(" + ".join)
+    src = joined_by_group(items, list(by), SRC)
     first = items.drop_duplicates(by).set_index(by)
     long = result.reset_index().melt(id_vars=by, var_name="PARAMCD", value_name="AVAL").dropna(subset=["AVAL"])
     long["PARAM"] = long["PARAMCD"].map(names)
