@@ -310,7 +310,9 @@ def _csv_text(frame: pd.DataFrame) -> str:
     for col in frame.columns:
         values = frame[col]
         if isinstance(values.dtype, pd.StringDtype):  # pandas' str columns: missing is written as nothing
-            values = values.fillna("").astype(object)
+            plain = values.fillna("").astype(object)
+            if "\r" not in "".join(pd.unique(plain.to_numpy())):  # pandas leaves a str column's CR unquoted
+                values = plain
         if values.dtype == object and is_plain_text(values):
             columns.append(on_unique(values, lambda u: u.map(_csv_field)).tolist())
         else:  # numbers, missing values, other types: pandas' own formatting of this column
@@ -348,24 +350,30 @@ def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_d
     if not specs:
         return {}
     per_dataset: dict[str, float] = {}
-    frames = derive_adam(specs, sdtm, progress, per_dataset)
-    for name, seconds in per_dataset.items():
-        timings[f"adam_{name.lower()}"] = seconds
-    t = time.perf_counter()
     adam_dir.mkdir(parents=True, exist_ok=True)
     (adam_dir / "lineage").mkdir(exist_ok=True)
-    datasets = {}
-    for spec in specs:
-        ds, lineage = adam_dataset(spec, frames.pop(spec.dataset))
+    written: dict[str, Dataset] = {}
+    writing = [0.0]
+
+    def finish(spec, frame: pd.DataFrame) -> None:
+        """Write a dataset as soon as it is derived: its working frame goes before the next one grows."""
+        t = time.perf_counter()
+        ds, lineage = adam_dataset(spec, frame)
+        del frame
         progress(f"write {ds.name}")
         write_xpt(ds, adam_dir, created)
         write_dataset_json(ds, adam_dir, created, studyid, __version__, "ADAM")
         (adam_dir / "lineage" / f"{ds.name.lower()}.csv").write_text(_csv_text(lineage), encoding="utf-8")
-        datasets[ds.name] = ds
+        written[ds.name] = ds
         del lineage
         release_freed_memory()
-    timings["write_adam"] = time.perf_counter() - t
-    return datasets
+        writing[0] += time.perf_counter() - t
+
+    derive_adam(specs, sdtm, progress, per_dataset, finish=finish)
+    for name, seconds in per_dataset.items():
+        timings[f"adam_{name.lower()}"] = seconds
+    timings["write_adam"] = writing[0]
+    return {spec.dataset: written[spec.dataset] for spec in specs}  # in the specs' order
 
 
 def read_sdtm_folder(folder: Path) -> dict[str, pd.DataFrame]:
@@ -505,6 +513,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         adam_steps = sum(len(s.steps) + 1 for s in load_adam_specs(study_dir / "adam")) \
             if (study_dir / "adam").is_dir() else 0
         expect(1 + 3 * len(specs) + sum(1 for s in specs if s.supp) + 10 + adam_steps + 2
+               + int(bool(adam_steps))  # validation reports SDTM and ADaM apart
                + int(bool(study.edc.data_dictionary or study.edc.odm_file)))  # the aCRF
     progress("read EDC export")
     raw_forms, input_files = read_edc(study, study_dir, edc, encoding)
@@ -558,6 +567,8 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
             return done
 
         branch = Branch(sdtm_branch, progress, parallel=(jobs or default_jobs()) > 1)
+        if not branch.forked:
+            branch.join()  # it ran already: an error of its stops the run before ADaM
         del recon
         try:
             def adam_progress(message: str) -> None:  # the SDTM branch's messages, as they come, then ours
@@ -588,7 +599,14 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
                 validation["adam"] = _validate_and_report(tmp, "adam", in_memory(adam), reference, study_dir,
                                                           terminology)
                 timings["validate_adam"] = time.perf_counter() - t5
-        except BaseException:
+        except Exception as failed:
+            # the SDTM branch's error comes first (a single process would have met it first): wait for it
+            try:
+                branch.join()
+            except Exception as first:
+                raise first from None
+            raise failed
+        except BaseException:  # interrupted: stop the branch too
             branch.cancel()
             raise
         done = branch.join()  # its error, if any, is raised here

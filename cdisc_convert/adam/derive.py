@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..sdtm.derive import dtc_date
-from ..text import joined_by_group, on_unique
+from ..text import joined_by_group, on_distinct, on_unique
 
 SRC = "__src"  # lineage: the SDTM records each ADaM record comes from
 
@@ -380,8 +380,12 @@ def derive_var_anrind(dataset: pd.DataFrame, value: str = "AVAL", low: str = "AN
     """
     v, lo, hi = dataset[value], dataset[low], dataset[high]
     known = v.notna() & (lo.notna() | hi.notna())
-    ind = np.select([known & lo.notna() & (v < lo), known & hi.notna() & (v > hi), known], ["LOW", "HIGH", "NORMAL"], "")
-    return dataset.assign(**{new_var: ind})
+    which = np.select([known & lo.notna() & (v < lo), known & hi.notna() & (v > hi), known], [0, 1, 2], 3)
+    # one str object per indicator (not one per record): a million records cost 8 bytes each
+    return dataset.assign(**{new_var: pd.Series(_ANRIND[which], index=dataset.index, dtype=object)})
+
+
+_ANRIND = np.array(["LOW", "HIGH", "NORMAL", ""], dtype=object)
 
 
 def derive_var_shift(dataset: pd.DataFrame, from_var: str = "BNRIND", to_var: str = "ANRIND",
@@ -391,8 +395,10 @@ def derive_var_shift(dataset: pd.DataFrame, from_var: str = "BNRIND", to_var: st
     >>> derive_var_shift(pd.DataFrame({"BNRIND": ["NORMAL", ""], "ANRIND": ["HIGH", "LOW"]}))["SHIFT1"].tolist()
     ['NORMAL to HIGH', '']
     """
-    a, b = dataset[from_var].fillna(""), dataset[to_var].fillna("")
-    return dataset.assign(**{new_var: np.where((a != "") & (b != ""), a + " to " + b, "")})
+    def shift(pairs: pd.DataFrame) -> pd.Series:  # once per distinct pair of indicators
+        a, b = pairs[from_var].fillna(""), pairs[to_var].fillna("")
+        return pd.Series(np.where((a != "") & (b != ""), a + " to " + b, ""), index=pairs.index, dtype=object)
+    return dataset.assign(**{new_var: on_distinct(dataset[[from_var, to_var]], shift)})
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ dates, which ADSL has before it pauses. A cycle with no progress is an error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ import pandas as pd
 from ..errors import ConversionError
 from ..spec import Condition
 from ..sdtm.rules import RuleContext, evaluate_condition
-from ..text import as_text, joined_by_group
+from ..text import as_text, joined_by_group, on_distinct
 from . import derive, scores
 from ..expr import ExpressionError, condition as expression_condition, evaluate as evaluate_expression
 from ..expr import parse as parse_expression
@@ -203,14 +203,19 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
         _need(frame, [step.var], spec, where)
         return frame.assign(**{step.new: _recode(step, frame, spec, where)})
     if isinstance(step, Concat):
-        result = pd.Series("", index=frame.index, dtype=object)
-        for part in step.parts:
-            result = result + (part if isinstance(part, str) else as_text(frame[part["var"]]))
-        if step.when_empty:
-            first = step.parts[0]
-            head = first if isinstance(first, str) else as_text(frame[first["var"]])
-            result = result.where(as_text(frame[step.when_empty]) != "", head)
-        return frame.assign(**{step.new: result})
+        def concat(values: pd.DataFrame) -> pd.Series:
+            result = pd.Series("", index=values.index, dtype=object)
+            for part in step.parts:
+                result = result + (part if isinstance(part, str) else as_text(values[part["var"]]))
+            if step.when_empty:
+                first = step.parts[0]
+                head = first if isinstance(first, str) else as_text(values[first["var"]])
+                result = result.where(as_text(values[step.when_empty]) != "", head)
+            return result
+        used = list(dict.fromkeys([*(p["var"] for p in step.parts if not isinstance(p, str)),
+                                   *([step.when_empty] if step.when_empty else [])]))
+        # once per distinct combination: a PARAM per test and unit, not a new string per record
+        return frame.assign(**{step.new: on_distinct(frame[used], concat) if used else concat(frame)})
     if isinstance(step, Flag):
         return frame.assign(**{step.new: np.where(_mask(step.when, frame, spec, (*where, "when")), "Y", "")})
     if isinstance(step, Groups):
@@ -549,13 +554,40 @@ def time_to_event(step: Tte, frame: pd.DataFrame, run: AdamRun, spec: AdamSpec, 
     return tte
 
 
+def referenced_datasets(specs: list[AdamSpec]) -> set[str]:
+    """The ADaM datasets some other spec reads (merges from, starts from, takes events from):
+    any of their names among the values of another spec's steps."""
+    names = {s.dataset for s in specs}
+    found: set[str] = set()
+
+    def walk(value, own: str) -> None:
+        if isinstance(value, str):
+            if value in names and value != own:
+                found.add(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v, own)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v, own)
+    for spec in specs:
+        walk([step.model_dump(by_alias=True) for step in spec.steps], spec.dataset)
+    return found
+
+
 def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=lambda s: None,
-                timings: dict[str, float] | None = None) -> dict[str, pd.DataFrame]:
+                timings: dict[str, float] | None = None,
+                finish: Callable[[AdamSpec, pd.DataFrame], object] | None = None) -> dict[str, pd.DataFrame]:
     """Derive every ADaM dataset; returns frames with spec variables (plus lineage columns).
-    ``timings`` receives the wall time spent on each dataset's steps."""
+    ``timings`` receives the wall time spent on each dataset's steps.
+
+    ``finish(spec, frame)``: called once per dataset with its derived frame, as soon as it is derived
+    when no other spec reads it (its working frame can go at once: ADLB's is freed before ADQS's
+    steps run), else after all are derived; the frames are then not returned (an empty dict)."""
     import time
 
     timings = {} if timings is None else timings
+    read_by_others = referenced_datasets(specs) if finish is not None else set()
     run = AdamRun(sdtm, variables={s.dataset: s.variable_names() for s in specs})
     state = {s.dataset: (0, None) for s in specs}
     pending = list(specs)
@@ -580,11 +612,21 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
                                           f"provide", dataset=spec.dataset, spec=spec.line_of("steps", i)) from None
                 continue
             timings[spec.dataset] = timings.get(spec.dataset, 0.0) + time.perf_counter() - started
-            run.derived[spec.dataset] = frame
             run.partial.pop(spec.dataset, None)  # the paused frame is superseded: free it
             pending.remove(spec)
+            state[spec.dataset] = (i, None)
+            if finish is not None and spec.dataset not in read_by_others:
+                finish(spec, frame)
+                frame = None
+                continue
+            run.derived[spec.dataset] = frame
         if not progressed and pending:
             names = ", ".join(s.dataset for s in pending)
             raise ConversionError(f"ADaM datasets wait on each other in a cycle: {names}",
                                   spec=pending[0].line_of("steps", state[pending[0].dataset][0]))
-    return {s.dataset: run.derived[s.dataset] for s in specs}
+    if finish is None:
+        return {s.dataset: run.derived[s.dataset] for s in specs}
+    for spec in specs:
+        if spec.dataset in run.derived:
+            finish(spec, run.derived.pop(spec.dataset))
+    return {}

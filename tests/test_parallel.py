@@ -1,0 +1,91 @@
+"""The second process of a run (cdisc_convert.parallel.Branch): results, errors and progress come
+back as if the work had run in this process, and a run gives the same bytes with one or two."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from cdisc_convert.errors import ConversionError
+from cdisc_convert.parallel import Branch, can_fork
+
+needs_fork = pytest.mark.skipif(not can_fork(), reason="fork is used on Linux only")
+
+
+@needs_fork
+def test_branch_runs_in_another_process_and_returns_its_result():
+    seen = []
+
+    def work(report):
+        report("write LB")
+        report("validate SDTM")
+        return {"pid": os.getpid(), "counts": {"error": 0, "warning": 3}}
+
+    branch = Branch(work, seen.append)
+    assert branch.forked
+    result = branch.join()
+    assert result["pid"] != os.getpid()
+    assert result["counts"] == {"error": 0, "warning": 3}
+    assert seen == ["write LB", "validate SDTM"]  # the child's progress, in its order
+
+
+@needs_fork
+def test_branch_error_is_raised_in_the_parent_with_what_it_names():
+    def work(report):
+        raise ConversionError("non-ASCII character in value 'café'", source="lb.csv:12", dataset="LB", field="LBORRES")
+
+    branch = Branch(work, lambda m: None)
+    with pytest.raises(ConversionError) as caught:
+        branch.join()
+    assert "non-ASCII" in str(caught.value)
+    assert (caught.value.source, caught.value.dataset, caught.value.field) == ("lb.csv:12", "LB", "LBORRES")
+
+
+@needs_fork
+def test_a_child_that_dies_without_a_result_is_a_one_line_error():
+    def work(report):
+        os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's out-of-memory killer does
+
+    branch = Branch(work, lambda m: None)
+    with pytest.raises(ConversionError, match="ended without a result .signal 9.*--jobs 1"):
+        branch.join()
+
+
+def test_one_process_runs_the_work_at_once_and_joins_the_same_way():
+    order = []
+    branch = Branch(lambda report: order.append("work") or 7, order.append, parallel=False)
+    order.append("after")
+    assert not branch.forked
+    assert branch.join() == 7
+    assert order == ["work", "after"]
+    failing = Branch(lambda report: (_ for _ in ()).throw(ConversionError("bad")), order.append, parallel=False)
+    with pytest.raises(ConversionError, match="bad"):
+        failing.join()
+
+
+@needs_fork
+def test_cancel_stops_the_child():
+    import time
+
+    branch = Branch(lambda report: time.sleep(60), lambda m: None)
+    pid = branch._pid
+    branch.cancel()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped: no such child any more
+
+
+@needs_fork
+def test_run_gives_the_same_bytes_with_one_or_two_processes(tmp_path, example_out):
+    """example_out ran with the default two processes; the same study in one gives the same files."""
+    from conftest import STUDY
+
+    from cdisc_convert.pipeline import run_study
+
+    run_study(STUDY, tmp_path / "one", jobs=1)
+    one, two = tmp_path / "one", example_out
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert len(files) > 50
+    for f in files:
+        assert (one / f).read_bytes() == (two / f).read_bytes(), f
