@@ -79,6 +79,7 @@ def convert_sdtm(study: StudyConfig, specs: list[DomainSpec], raw_forms: dict[st
         progress(f"map {spec.domain}")
         data = map_domain_records(spec, forms, study, ct, md, run)
         run.domains[spec.domain] = MappedDomain(spec, data)
+        release_freed_memory()
     if "DM" not in run.domains:
         raise ConversionError("the study has no DM spec; DM is required for reference dates")
     progress("derive DM reference dates")
@@ -88,6 +89,7 @@ def convert_sdtm(study: StudyConfig, specs: list[DomainSpec], raw_forms: dict[st
         if name != "DM":
             progress(f"derive {name}")
             derive_subject_level(mapped, run, study, ct, se)
+            release_freed_memory()
     for mapped in run.domains.values():
         derive_supplemental(mapped, run, study, ct, se)
     for mapped in run.domains.values():
@@ -329,6 +331,22 @@ def _csv_text(frame: pd.DataFrame) -> str:
     return header + "\n" + "\n".join(map(",".join, zip(*columns))) + "\n"
 
 
+CSV_CHUNK_ROWS = 200_000
+
+
+def write_csv(frame: pd.DataFrame, path: Path, chunk_rows: int | None = None) -> None:
+    """``frame`` as CSV at ``path`` (the bytes of ``to_csv(index=False)``), written in chunks of rows:
+    the text of a million-record lineage file never exists whole in memory."""
+    chunk_rows = chunk_rows or CSV_CHUNK_ROWS
+    with open(path, "w", encoding="utf-8") as fh:
+        if len(frame) <= chunk_rows:
+            fh.write(_csv_text(frame))
+            return
+        for start in range(0, len(frame), chunk_rows):
+            text = _csv_text(frame.iloc[start:start + chunk_rows])
+            fh.write(text if not start else text[text.index("\n") + 1:])  # the header once
+
+
 def _csv_field(text: str) -> str:
     """One CSV field with minimal quoting (as the csv module writes it)."""
     if any(c in text for c in ',"\n\r'):
@@ -363,7 +381,7 @@ def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_d
         progress(f"write {ds.name}")
         write_xpt(ds, adam_dir, created)
         write_dataset_json(ds, adam_dir, created, studyid, __version__, "ADAM")
-        (adam_dir / "lineage" / f"{ds.name.lower()}.csv").write_text(_csv_text(lineage), encoding="utf-8")
+        write_csv(lineage, adam_dir / "lineage" / f"{ds.name.lower()}.csv")
         written[ds.name] = ds
         del lineage
         release_freed_memory()
@@ -468,8 +486,8 @@ def write_sdtm_files(folder: Path, datasets: dict[str, Dataset], lineage: dict[s
     lin_dir = folder.parent / "lineage"
     lin_dir.mkdir()
     for name, frame in lineage.items():
-        (lin_dir / f"{name.lower()}.csv").write_text(_csv_text(frame), encoding="utf-8")
-    (folder.parent / "reconciliation.csv").write_text(_csv_text(recon), encoding="utf-8")
+        write_csv(frame, lin_dir / f"{name.lower()}.csv")
+    write_csv(recon, folder.parent / "reconciliation.csv")
 
 
 def _validate_and_report(out: Path, model: str, loaded, reference, study_dir: Path, terminology) -> dict[str, int]:

@@ -254,6 +254,24 @@ def test_lineage_csv_text_equals_pandas_to_csv(columns):
     assert _csv_text(plain) == buf.getvalue()
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.text(alphabet=st.sampled_from('ab ,"\n-1'), max_size=4)),
+                          st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=False, width=32)),
+                          st.sampled_from(["NCT-1", "NCT-2"])), max_size=9), st.integers(1, 4))
+def test_lineage_csv_written_in_chunks_is_the_whole_file(tmp_path_factory, rows, chunk_rows):
+    """Lineage files go out a chunk of rows at a time: the bytes of pandas' to_csv of the whole frame."""
+    import csv
+
+    from cdisc_convert.pipeline import write_csv
+
+    frame = pd.DataFrame(rows, columns=["AETERM", "AESEQ", "USUBJID"]).astype({"USUBJID": object})
+    path = tmp_path_factory.mktemp("csv") / "lineage.csv"
+    write_csv(frame, path, chunk_rows=chunk_rows)
+    with open(path, encoding="utf-8", newline="") as fh:
+        written = fh.read()
+    assert written == frame.to_csv(index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+
+
 def test_distinct_bytes_of_a_text_column_hashed_or_sorted(monkeypatch):
     """The reader's distinct values and codes, for narrow and wide columns, and when two values
     share a hash (forced here): always what sorting gives."""

@@ -16,6 +16,7 @@ import pandas as pd
 from ..errors import ConversionError
 from ..spec import Condition
 from ..sdtm.rules import RuleContext, evaluate_condition
+from ..memory import release_freed_memory
 from ..text import as_text, joined_by_group, on_distinct
 from . import derive, scores
 from ..expr import ExpressionError, condition as expression_condition, evaluate as evaluate_expression
@@ -554,25 +555,46 @@ def time_to_event(step: Tte, frame: pd.DataFrame, run: AdamRun, spec: AdamSpec, 
     return tte
 
 
-def referenced_datasets(specs: list[AdamSpec]) -> set[str]:
-    """The ADaM datasets some other spec reads (merges from, starts from, takes events from):
-    any of their names among the values of another spec's steps."""
-    names = {s.dataset for s in specs}
-    found: set[str] = set()
+def columns_read_by_others(specs: list[AdamSpec]) -> dict[str, set[str] | None]:
+    """For each ADaM dataset another spec reads (merges from, takes events from, starts from): the
+    columns it may read, or None for all of them (a ``start`` from it carries every column on).
+    Conservative: every name-like word in the reading spec's steps counts, and ``vars: all`` counts
+    the dataset's output variables."""
+    import re
 
-    def walk(value, own: str) -> None:
-        if isinstance(value, str):
-            if value in names and value != own:
-                found.add(value)
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v, own)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                walk(v, own)
+    names = {s.dataset for s in specs}
+    output = {s.dataset: set(s.variable_names()) for s in specs}
+    read: dict[str, set[str] | None] = {}
     for spec in specs:
-        walk([step.model_dump(by_alias=True) for step in spec.steps], spec.dataset)
-    return found
+        words: set[str] = set()
+        sources: set[str] = set()
+        starts: set[str] = set()
+
+        def walk(value) -> None:
+            if isinstance(value, str):
+                words.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", value))
+            elif isinstance(value, dict):
+                for v in value.values():
+                    walk(v)
+            elif isinstance(value, (list, tuple)):
+                for v in value:
+                    walk(v)
+        steps = [step.model_dump(by_alias=True) for step in spec.steps]
+        walk(steps)
+        sources = {w for w in words if w in names and w != spec.dataset}
+        starts = {d["from"] for d in _all_steps(steps) if d.get("derive") == "start" and d.get("from") in sources}
+        for name in sources:
+            if name in starts or read.get(name, set()) is None:
+                read[name] = None
+            else:
+                read[name] = {*read.get(name, set()), *words, *(output[name] if "all" in words else ())}
+    return read
+
+
+def _all_steps(steps: list[dict]):
+    for step in steps:
+        yield step
+        yield from _all_steps(step.get("steps") or [])
 
 
 def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=lambda s: None,
@@ -581,13 +603,13 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
     """Derive every ADaM dataset; returns frames with spec variables (plus lineage columns).
     ``timings`` receives the wall time spent on each dataset's steps.
 
-    ``finish(spec, frame)``: called once per dataset with its derived frame, as soon as it is derived
-    when no other spec reads it (its working frame can go at once: ADLB's is freed before ADQS's
-    steps run), else after all are derived; the frames are then not returned (an empty dict)."""
+    ``finish(spec, frame)``: called once per dataset with its derived frame as soon as it is derived,
+    so that its working frame goes before the next one grows; of a dataset other specs read, only
+    the columns they may read are kept for them. The frames are then not returned (an empty dict)."""
     import time
 
     timings = {} if timings is None else timings
-    read_by_others = referenced_datasets(specs) if finish is not None else set()
+    read_by_others = columns_read_by_others(specs) if finish is not None else {}
     run = AdamRun(sdtm, variables={s.dataset: s.variable_names() for s in specs})
     state = {s.dataset: (0, None) for s in specs}
     pending = list(specs)
@@ -600,6 +622,7 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
                 while i < len(spec.steps):
                     progress(f"{spec.dataset}: step {i + 1}/{len(spec.steps)} ({spec.steps[i].derive})")
                     frame = apply_step(spec.steps[i], frame, run, spec, i)
+                    release_freed_memory()  # the step's old frame: its pages go before the next step grows
                     i += 1
                     state[spec.dataset] = (i, frame)
                     progressed = True
@@ -615,18 +638,17 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
             run.partial.pop(spec.dataset, None)  # the paused frame is superseded: free it
             pending.remove(spec)
             state[spec.dataset] = (i, None)
-            if finish is not None and spec.dataset not in read_by_others:
-                finish(spec, frame)
-                frame = None
+            if finish is None:
+                run.derived[spec.dataset] = frame
                 continue
-            run.derived[spec.dataset] = frame
+            if spec.dataset in read_by_others:  # what other specs may read of it stays; the rest goes
+                wanted = read_by_others[spec.dataset]
+                run.derived[spec.dataset] = frame if wanted is None else \
+                    frame[[c for c in frame.columns if c in wanted or c == SRC]]
+            finish(spec, frame)
+            frame = None
         if not progressed and pending:
             names = ", ".join(s.dataset for s in pending)
             raise ConversionError(f"ADaM datasets wait on each other in a cycle: {names}",
                                   spec=pending[0].line_of("steps", state[pending[0].dataset][0]))
-    if finish is None:
-        return {s.dataset: run.derived[s.dataset] for s in specs}
-    for spec in specs:
-        if spec.dataset in run.derived:
-            finish(spec, run.derived.pop(spec.dataset))
-    return {}
+    return {s.dataset: run.derived[s.dataset] for s in specs} if finish is None else {}
