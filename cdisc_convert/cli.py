@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "default: the project's own template")
     run.add_argument("--ct", action="append", metavar="PATH", help=CT_HELP)
     run.add_argument("--jobs", type=_jobs, metavar="N", help="processes: 2 writes and validates SDTM while ADaM is "
-                     "derived (default on Linux with 2+ cores), 1 uses one process and less memory; same files")
+                     "derived, 1 uses one process, less CPU and less memory; the files are the same (default: 2 on "
+                     "Linux with 2+ cores for up to 1,000,000 SDTM records, else 1)")
     run.set_defaults(func=_cmd_run)
     de = sub.add_parser("define", help="write define.xml + define.html for the datasets already in OUT")
     de.add_argument("study_dir", help="the study folder (study.yaml + specs)")

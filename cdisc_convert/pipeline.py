@@ -5,6 +5,7 @@ into a temporary folder and moved to ``out_dir`` only when every dataset was wri
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -459,6 +460,27 @@ def run_acrf(study_dir: Path, out_dir: Path, edc: Path | None = None):
     return write_acrf(out_dir, design, specs, study, visit_forms(raw_forms, study), __version__)
 
 
+@contextlib.contextmanager
+def _naming_edc_rows(name: str, ds: Dataset, lineage: dict[str, pd.DataFrame]):
+    """An XPT rule broken by a record: the error names the EDC row behind it when lineage has it."""
+    try:
+        yield
+    except ConversionError as exc:
+        row, lin = getattr(exc, "row", None), lineage.get(name)
+        if row is not None and lin is not None and len(lin) == len(ds.data) and not exc.source:
+            exc.source = str(lin["source"].iloc[row])
+            exc.args = (str(exc),)
+        raise
+
+
+def check_sdtm_datasets(datasets: dict[str, Dataset], lineage: dict[str, pd.DataFrame]) -> None:
+    """The XPT v5 rules of every dataset, checked once; their text facts are kept on the datasets
+    (before a second process starts, so that both share them)."""
+    for name, ds in datasets.items():
+        with _naming_edc_rows(name, ds, lineage):
+            ds.text_facts()
+
+
 def write_sdtm_files(folder: Path, datasets: dict[str, Dataset], lineage: dict[str, pd.DataFrame],
                      recon: pd.DataFrame, created: str, studyid: str, progress: Callable[[str], None],
                      timings: dict[str, float]) -> None:
@@ -470,14 +492,8 @@ def write_sdtm_files(folder: Path, datasets: dict[str, Dataset], lineage: dict[s
     t = time.perf_counter()
     for name, ds in datasets.items():
         progress(f"write {name}")
-        try:
+        with _naming_edc_rows(name, ds, lineage):
             write_xpt(ds, folder, created)
-        except ConversionError as exc:  # name the EDC row behind the record when lineage has it
-            row, lin = getattr(exc, "row", None), lineage.get(name)
-            if row is not None and lin is not None and len(lin) == len(ds.data) and not exc.source:
-                exc.source = str(lin["source"].iloc[row])
-                exc.args = (str(exc),)
-            raise
     timings["write_xpt"] = time.perf_counter() - t
     t = time.perf_counter()
     for ds in datasets.values():
@@ -584,7 +600,10 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
                                 crf_pages=done["crf_pages"])
             return done
 
-        branch = Branch(sdtm_branch, progress, parallel=(jobs or default_jobs()) > 1)
+        parallel = (jobs or default_jobs(sum(len(ds.data) for ds in datasets.values()))) > 1
+        if parallel:
+            check_sdtm_datasets(datasets, run.lineage)  # once, here: the second process inherits the facts
+        branch = Branch(sdtm_branch, progress, parallel=parallel)
         if not branch.forked:
             branch.join()  # it ran already: an error of its stops the run before ADaM
         del recon
