@@ -200,7 +200,9 @@ def standard_results(orres: pd.Series, orresu: pd.Series, testcd: pd.Series, std
     std = stdunit.fillna("").astype(str)
     std = std.where(std != "", unit)
     # one factor per distinct (test, unit, standard unit), broadcast to the records
-    codes, keys = pd.MultiIndex.from_arrays([testcd.astype(str), unit, std]).factorize(use_na_sentinel=False)
+    triples = pd.DataFrame({"t": testcd.astype(str).to_numpy(dtype=object), "u": unit.to_numpy(dtype=object),
+                            "s": std.to_numpy(dtype=object)}).groupby(["t", "u", "s"], sort=False, dropna=False)
+    codes, keys = triples.ngroup().to_numpy(), list(triples.size().index)  # in order of first appearance
     per_key = np.array([1.0 if u == s else (factors.get((t, u, s), np.nan) if not callable(factors.get((t, u, s)))
                                             else np.nan) for t, u, s in keys], dtype=float)
     factor = pd.Series(per_key[codes], index=orres.index, dtype=float)

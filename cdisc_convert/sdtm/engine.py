@@ -278,7 +278,8 @@ def map_domain_records(spec: DomainSpec, forms: dict[str, pd.DataFrame], study: 
             out[col] = rows[col].values
         out["__source_index"] = i
         frames.append(out)
-        run.used_sources.update(s for src in rows["__src"] for s in str(src).split(" + "))
+        # once per source row (a findings row feeds one record per test)
+        run.used_sources.update(s for src in pd.unique(rows["__src"].to_numpy(dtype=object)) for s in str(src).split(" + "))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
