@@ -168,15 +168,13 @@ def _datatype(name: str, values: pd.Series, display_format: str, width: int | No
         text = as_text(pd.Series(pd.unique(v))).tolist()  # numbers as written, once per distinct value
         decimals = max(len(t.partition(".")[2]) for t in text)
         return "float", max(len(t) - t.count("-") - t.count(".") for t in text), decimals
-    if width is not None:
-        length = width
-        if not name.endswith("DTC"):
-            return "text", length, None
-        text = as_text(values)
-    else:
-        text = values.fillna("").astype(str)
-        length = max(1, int(text.str.len().max())) if len(text) else 1  # an empty dataset: length 1
-    if name.endswith("DTC") and (text != "").any():
+    if width is not None and not name.endswith("DTC"):
+        return "text", width, None
+    # lengths and date shapes are facts of the distinct values: a date repeats on every record of its visit
+    text = pd.Series(pd.unique((as_text(values) if width is not None else values.fillna("").astype(str))
+                               .to_numpy(dtype=object)), dtype=object)
+    length = width if width is not None else (max(1, int(text.str.len().max())) if len(text) else 1)
+    if name.endswith("DTC") and (text != "").any():  # an empty dataset: length 1, above
         return _dtc_datatype(text[text != ""]), length, None
     return "text", length, None
 
