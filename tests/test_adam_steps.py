@@ -242,3 +242,60 @@ def test_no_imputation_leaves_partial_dates_missing():
     out = run([{"derive": "start", "from": "DS"}, {"derive": "date", "dtc": "DSSTDTC", "prefix": "EOS", "highest": "n"}],
               {"DS": ds})
     assert pd.isna(out["EOSDT"].iloc[0]) and out["EOSDT"].iloc[1] == pd.Timestamp("2024-03-05")
+
+
+def _two_specs(adsl_steps_extra=(), advs_steps=None):
+    dm = pd.DataFrame({"STUDYID": ["S", "S"], "DOMAIN": ["DM", "DM"], "USUBJID": ["1", "2"], "AGE": [70.0, 60.0]})
+    vs = pd.DataFrame({"STUDYID": ["S"] * 3, "DOMAIN": ["VS"] * 3, "USUBJID": ["1", "1", "2"], "VSSEQ": [1, 2, 1],
+                       "VSTESTCD": ["WEIGHT"] * 3, "VSSTRESN": [80.0, 82.0, 70.0], "VSDTC": ["2024-01-01"] * 3})
+    advs = AdamSpec.model_validate({
+        "dataset": "ADVS", "label": "V", "keys": ["USUBJID", "PARAMCD"], "variables": ["USUBJID", "PARAMCD", "AVAL"],
+        "steps": advs_steps or [{"derive": "start", "from": "VS"},
+                                {"derive": "copy", "vars": {"PARAMCD": "VSTESTCD", "AVAL": "VSSTRESN"}},
+                                {"derive": "assign", "vars": {"WORKING": "x"}}]})
+    adsl = AdamSpec.model_validate({
+        "dataset": "ADSL", "label": "S", "keys": ["USUBJID"], "variables": ["USUBJID", "AGE", "WEIGHTBL"],
+        "steps": [{"derive": "start", "from": "DM"},
+                  {"derive": "merge", "from": "ADVS", "by": ["USUBJID"], "vars": {"WEIGHTBL": "AVAL"},
+                   "filter": {"field": "PARAMCD", "equals": "WEIGHT"}, "order": ["AVAL"], "mode": "first"},
+                  *adsl_steps_extra]})
+    return [adsl, advs], {"DM": dm, "VS": vs}
+
+
+def test_each_adam_dataset_is_finished_as_soon_as_derived_and_others_read_only_what_they_name():
+    """derive_adam(finish=...) hands each dataset over when its steps are done (ADVS before ADSL, which
+    waits for it); what ADSL reads of ADVS is kept for it, ADVS's other working columns are not."""
+    from cdisc_convert.adam.engine import columns_read_by_others
+
+    specs, sdtm = _two_specs()
+    read = columns_read_by_others(specs)
+    assert "ADVS" in read and {"USUBJID", "AVAL", "PARAMCD"} <= read["ADVS"] and "WORKING" not in read["ADVS"]
+    finished = []
+    assert derive_adam(specs, sdtm, finish=lambda spec, frame: finished.append((spec.dataset, frame))) == {}
+    assert [name for name, _ in finished] == ["ADVS", "ADSL"]
+    whole = derive_adam(specs, sdtm)  # without finish: the frames, as before
+    for name, frame in finished:
+        pd.testing.assert_frame_equal(frame, whole[name])
+    assert dict(finished)["ADSL"]["WEIGHTBL"].tolist() == [80.0, 70.0]
+
+
+def test_a_dataset_another_spec_starts_from_keeps_every_column():
+    from cdisc_convert.adam.engine import columns_read_by_others
+
+    specs, _ = _two_specs()
+    adtte = AdamSpec.model_validate({"dataset": "ADTTE", "label": "T", "keys": ["USUBJID"], "variables": ["USUBJID"],
+                                     "steps": [{"derive": "start", "from": "ADSL"}]})
+    assert columns_read_by_others([*specs, adtte])["ADSL"] is None
+
+
+def test_merge_all_from_a_finished_dataset_keeps_its_output_variables():
+    from cdisc_convert.adam.engine import columns_read_by_others
+
+    specs, sdtm = _two_specs(advs_steps=None)
+    adae = AdamSpec.model_validate({"dataset": "ADAE", "label": "A", "keys": ["USUBJID"], "variables": ["USUBJID"],
+                                    "steps": [{"derive": "start", "from": "DM"},
+                                              {"derive": "merge", "from": "ADSL", "by": ["USUBJID"], "vars": "all"}]})
+    assert {"AGE", "WEIGHTBL"} <= columns_read_by_others([*specs, adae])["ADSL"]
+    finished = {}
+    derive_adam([*specs, adae], sdtm, finish=lambda spec, frame: finished.setdefault(spec.dataset, frame))
+    assert finished["ADAE"]["WEIGHTBL"].tolist() == [80.0, 70.0]
