@@ -494,6 +494,67 @@ def _lineage_sources(folder: Path, name: str) -> pd.Series | None:
         return None
 
 
+# above this many (subject, value) cells a group is joined record by record instead of through a table
+_LINEAGE_TABLE_CELLS = 50_000_000
+
+
+def _lineage_missing(ctx, frame: pd.DataFrame, codes: np.ndarray, parsed: list[tuple]) -> np.ndarray:
+    """Records whose lineage names an SDTM record that does not exist. ``codes``: each record's
+    distinct source; ``parsed``: (source, domain, var, value) of each part of each distinct source.
+
+    A computed parameter's source lists dozens of records, so parts outnumber records tenfold: each
+    (domain, --SEQ) is checked through a subjects x values table of the SDTM records that exist,
+    then each distinct source's records at once, never one row per part."""
+    table = pd.DataFrame(parsed, columns=["u", "domain", "var", "value"])
+    table["num"] = pd.to_numeric(table["value"], errors="coerce")  # once per distinct value
+    table["g"] = table.groupby(["domain", "var"], sort=False).ngroup()
+    subject_codes, subjects = pd.factorize(_text(frame, "USUBJID").to_numpy(dtype=object), use_na_sentinel=False)
+    order = np.argsort(codes, kind="stable")  # the records of each distinct source, together
+    sorted_codes = codes[order]
+    missing = np.zeros(len(frame), dtype=bool)
+
+    def records_of(u: int) -> np.ndarray:
+        return order[np.searchsorted(sorted_codes, u, "left"):np.searchsorted(sorted_codes, u, "right")]
+
+    for g, part in table.groupby("g", sort=False):
+        domain, var = part["domain"].iloc[0], part["var"].iloc[0]
+        sdtm = ctx.domain(domain)
+        if sdtm is None or var not in sdtm.columns or "USUBJID" not in sdtm.columns:
+            for u in part["u"].unique():
+                missing[records_of(u)] = True
+            continue
+        if var == "USUBJID":  # the subject named exists: a fact of the source alone
+            ok = part["value"].isin(set(_text(sdtm, "USUBJID")))
+            for u in part.loc[~ok.to_numpy(), "u"].unique():
+                missing[records_of(u)] = True
+            continue
+        value_codes, values = pd.factorize(part["num"], use_na_sentinel=False)
+        if len(subjects) * len(values) > _LINEAGE_TABLE_CELLS:
+            _lineage_missing_by_join(sdtm, var, part, codes, subject_codes, subjects, missing)
+            continue
+        s_idx = pd.Index(subjects).get_indexer(_text(sdtm, "USUBJID").to_numpy(dtype=object))
+        v_idx = pd.Index(values).get_indexer(_num(sdtm, var).to_numpy())
+        found = (s_idx >= 0) & (v_idx >= 0)
+        exists = np.zeros((len(subjects), len(values)), dtype=bool)  # subject x value: that SDTM record exists
+        exists[s_idx[found], v_idx[found]] = True
+        for u, wanted in pd.Series(value_codes, index=part["u"].to_numpy()).groupby(level=0, sort=False):
+            rows = records_of(u)
+            ok = exists[subject_codes[rows][:, None], wanted.to_numpy()[None, :]].all(axis=1)
+            missing[rows[~ok]] = True
+    return missing
+
+
+def _lineage_missing_by_join(sdtm, var, part, codes, subject_codes, subjects, missing) -> None:
+    """The same check for a group too wide for a table: one row per (record, part), joined."""
+    records = pd.DataFrame({"row": np.arange(len(codes)), "u": codes, "s": subject_codes}) \
+        .merge(part[["u", "num"]], on="u")
+    have = pd.DataFrame({"s": pd.Index(subjects).get_indexer(_text(sdtm, "USUBJID").to_numpy(dtype=object)),
+                         "num": _num(sdtm, var).to_numpy()})
+    have = have[have["s"] >= 0].drop_duplicates().assign(_hit=True)
+    exists = records[["s", "num"]].merge(have, on=["s", "num"], how="left")["_hit"].notna().to_numpy()
+    missing[records["row"].to_numpy()[~exists]] = True
+
+
 def adam_lineage(ctx, rule):
     """Each record's lineage (``lineage/<dataset>.csv`` beside the datasets) names SDTM records that
     exist: ``AE.AESEQ=3`` is the subject's AE record with AESEQ 3, ``DM.USUBJID=x`` a DM subject."""
@@ -519,28 +580,7 @@ def adam_lineage(ctx, rule):
                     # "AE.AESEQ=3" is a record; "DS.DSSTDTC USUBJID=x" (time to event) a subject's date
                     var, _, by = var.partition(" ")
                     parsed.append((u, domain, by or var, value))
-        missing = np.zeros(len(frame), dtype=bool)
-        if parsed:
-            table = pd.DataFrame(parsed, columns=["u", "domain", "var", "value"])
-            table["num"] = pd.to_numeric(table["value"], errors="coerce")  # once per distinct value
-            table["g"] = table.groupby(["domain", "var"], sort=False).ngroup()
-            records = pd.DataFrame({"row": np.arange(len(frame)), "u": codes,
-                                    "s": _text(frame, "USUBJID").to_numpy()}).merge(table[["u", "g", "value", "num"]],
-                                                                                  on="u")
-            gid = records["g"].to_numpy()
-            for g, (domain, var) in table.drop_duplicates("g")[["g", "domain", "var"]].set_index("g").iterrows():
-                group = records[gid == g]
-                sdtm = ctx.domain(domain)
-                if sdtm is None or var not in sdtm.columns or "USUBJID" not in sdtm.columns:
-                    missing[group["row"].to_numpy()] = True
-                    continue
-                if var == "USUBJID":
-                    exists = group["value"].isin(set(_text(sdtm, "USUBJID"))).to_numpy()
-                else:  # the subject's record with that --SEQ
-                    have = pd.DataFrame({"s": _text(sdtm, "USUBJID").to_numpy(), "num": _num(sdtm, var).to_numpy()})
-                    have = have.drop_duplicates().assign(_hit=True)
-                    exists = group[["s", "num"]].merge(have, on=["s", "num"], how="left")["_hit"].notna().to_numpy()
-                missing[group["row"].to_numpy()[~exists]] = True
+        missing = _lineage_missing(ctx, frame, codes, parsed) if parsed else np.zeros(len(frame), dtype=bool)
         bad = pd.Series(missing, index=frame.index)
         out.append(findings(rule, name, frame, bad, "USUBJID", lambda rows, s=sources: [
             f"lineage names an SDTM record that does not exist: {v}" for v in s.iloc[np.asarray(rows) if
