@@ -242,6 +242,33 @@ def test_lineage_names_an_sdtm_record_that_does_not_exist(clean, tmp_path, examp
     assert rules_of(found) == {("AD0024", "ADAE", "USUBJID")} and list(found["record"]) == [1]
 
 
+@pytest.mark.parametrize("table_cells", [50_000_000, 0])  # through the subjects x values table, or joined
+def test_lineage_of_a_computed_parameter_names_each_of_its_sources(clean, tmp_path, example_out, monkeypatch,
+                                                                   table_cells):
+    """A score's lineage lists many SDTM records: one that does not exist, a subject that does not
+    exist, or a domain that is not there, each marks only the records whose source names it."""
+    import cdisc_convert.validate.adam as adam_rules
+
+    monkeypatch.setattr(adam_rules, "_LINEAGE_TABLE_CELLS", table_cells)
+
+    def lineage(folder):
+        shutil.copytree(example_out / "adam" / "lineage", folder / "lineage")
+        path = folder / "lineage" / "adlb.csv"
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        scores = table.index[table["source"].str.count(r" \+ ") >= 2]
+        assert len(scores) >= 3
+        table.loc[scores[0], "source"] += " + LB.LBSEQ=99999"   # one part of many does not exist
+        table.loc[scores[1], "source"] = "DM.USUBJID=NOBODY + " + table.loc[scores[1], "source"]
+        table.loc[3, "source"] = "XX.XXSEQ=1"                   # a domain the study does not have
+        table.to_csv(path, index=False)
+        return [int(scores[0]) + 1, int(scores[1]) + 1, 4]
+    rows = []
+    found = check(clean, tmp_path, lambda f, l: None, only={"ADSL", "ADLB"},
+                  lineage=lambda folder: rows.extend(lineage(folder)))
+    assert rules_of(found) == {("AD0024", "ADLB", "USUBJID")}
+    assert sorted(found["record"]) == sorted(rows)
+
+
 def test_dtype_not_a_term_of_its_adam_codelist(clean, tmp_path):
     def change(f, l):
         f["ADLB"].loc[0, "DTYPE"] = "GUESSED"
