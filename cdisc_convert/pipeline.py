@@ -372,10 +372,11 @@ def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_d
     adam_dir.mkdir(parents=True, exist_ok=True)
     (adam_dir / "lineage").mkdir(exist_ok=True)
     written: dict[str, Dataset] = {}
-    writing = [0.0]
+    writing = 0.0
 
     def finish(spec, frame: pd.DataFrame) -> None:
         """Write a dataset as soon as it is derived: its working frame goes before the next one grows."""
+        nonlocal writing
         t = time.perf_counter()
         ds, lineage = adam_dataset(spec, frame)
         del frame
@@ -386,12 +387,12 @@ def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_d
         written[ds.name] = ds
         del lineage
         release_freed_memory()
-        writing[0] += time.perf_counter() - t
+        writing += time.perf_counter() - t
 
     derive_adam(specs, sdtm, progress, per_dataset, finish=finish)
     for name, seconds in per_dataset.items():
         timings[f"adam_{name.lower()}"] = seconds
-    timings["write_adam"] = writing[0]
+    timings["write_adam"] = writing
     return {spec.dataset: written[spec.dataset] for spec in specs}  # in the specs' order
 
 
@@ -475,7 +476,7 @@ def _naming_edc_rows(name: str, ds: Dataset, lineage: dict[str, pd.DataFrame]):
 
 def check_sdtm_datasets(datasets: dict[str, Dataset], lineage: dict[str, pd.DataFrame]) -> None:
     """The XPT v5 rules of every dataset, checked once; their text facts are kept on the datasets
-    (before a second process starts, so that both share them)."""
+    for the writers, define.xml and the validator (and, made before a second process starts, shared)."""
     for name, ds in datasets.items():
         with _naming_edc_rows(name, ds, lineage):
             ds.text_facts()
@@ -568,25 +569,30 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
     release_freed_memory()  # the working frames' pages: writing starts from the typed datasets' size
     timings["map_and_derive"] = time.perf_counter() - t1
     created = str(study.study.get("created", DEFAULT_CREATED))
+    # the XPT v5 rules, checked once (an error names its EDC row); both processes share the text facts
+    check_sdtm_datasets(datasets, lineage)
+    from .validate import in_memory
+    sdtm_loaded = in_memory(datasets)
+    crf_plan = None
+    if crf_design is not None:  # where each annotation lands: define.xml and the workbook link to the pages
+        from .acrf import plan_acrf
+        crf_plan = plan_acrf(crf_design, specs)
+    crf_pages = crf_plan.where if crf_plan is not None else None
     with atomic_output(Path(out_dir)) as tmp:
-        sdtm_loaded = None
 
         def sdtm_branch(report: Callable[[str], None]) -> dict:
             """SDTM files, their validation, the aCRF and the spec workbook: everything that needs
             the SDTM datasets but not ADaM (in a second process when the run has two cores)."""
-            nonlocal sdtm_loaded
-            done: dict = {"timings": {}, "validation": {}, "crf_pages": None}
+            done: dict = {"timings": {}, "validation": {}}
             write_sdtm_files(tmp / "sdtm", datasets, lineage, recon, created, study.studyid, report, done["timings"])
             lineage.clear()  # written: what follows does not need them, so their memory goes now
             release_freed_memory()
-            if crf_design is not None:
+            if crf_plan is not None:
                 report("annotated CRF")
                 from .acrf import write_acrf
-                done["crf_pages"] = write_acrf(tmp, crf_design, specs, study, visits, __version__).pages
+                write_acrf(tmp, crf_design, specs, study, visits, __version__, crf_plan)
             report("validate SDTM")
             t = time.perf_counter()
-            from .validate import in_memory
-            sdtm_loaded = in_memory(datasets)
             done["validation"]["sdtm"] = _validate_and_report(tmp, "sdtm", sdtm_loaded, sdtm_loaded, study_dir,
                                                               terminology)
             done["timings"]["validate_sdtm"] = time.perf_counter() - t
@@ -596,13 +602,10 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
             (tmp / "metadata.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
             report("spec.xlsx")
             from .spec_workbook import write_spec_workbook
-            write_spec_workbook(study_dir, tmp / "spec.xlsx", metadata, terminology=terminology,
-                                crf_pages=done["crf_pages"])
+            write_spec_workbook(study_dir, tmp / "spec.xlsx", metadata, terminology=terminology, crf_pages=crf_pages)
             return done
 
         parallel = (jobs or default_jobs(sum(len(ds.data) for ds in datasets.values()))) > 1
-        if parallel:
-            check_sdtm_datasets(datasets, run.lineage)  # once, here: the second process inherits the facts
         branch = Branch(sdtm_branch, progress, parallel=parallel)
         if not branch.forked:
             branch.join()  # it ran already: an error of its stops the run before ADaM
@@ -613,15 +616,11 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
                 progress(message)
 
             if branch.forked:  # the child writes its copy of the lineage; this one is not needed here
-                run.lineage.clear()
+                lineage.clear()
                 release_freed_memory()
             adam = derive_and_write_adam(study_dir, {n: d.data for n, d in datasets.items()}, tmp / "adam", created,
                                          study.studyid, adam_progress, timings)
             release_freed_memory()  # ADaM's working frames
-            crf_pages = None
-            if crf_design is not None:
-                from .acrf import plan_acrf
-                crf_pages = plan_acrf(crf_design, specs).where  # where the branch's aCRF puts each annotation
             adam_progress("define.xml")
             t4 = time.perf_counter()
             from .define_xml import from_datasets, write_study_defines
@@ -632,9 +631,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
             if adam:
                 adam_progress("validate ADaM")
                 t5 = time.perf_counter()
-                from .validate import in_memory
-                reference = sdtm_loaded if sdtm_loaded is not None else in_memory(datasets)
-                validation["adam"] = _validate_and_report(tmp, "adam", in_memory(adam), reference, study_dir,
+                validation["adam"] = _validate_and_report(tmp, "adam", in_memory(adam), sdtm_loaded, study_dir,
                                                           terminology)
                 timings["validate_adam"] = time.perf_counter() - t5
         except Exception as failed:

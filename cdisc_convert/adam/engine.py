@@ -7,6 +7,7 @@ dates, which ADSL has before it pauses. A cycle with no progress is an error.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -560,27 +561,12 @@ def columns_read_by_others(specs: list[AdamSpec]) -> dict[str, set[str] | None]:
     columns it may read, or None for all of them (a ``start`` from it carries every column on).
     Conservative: every name-like word in the reading spec's steps counts, and ``vars: all`` counts
     the dataset's output variables."""
-    import re
-
     names = {s.dataset for s in specs}
     output = {s.dataset: set(s.variable_names()) for s in specs}
     read: dict[str, set[str] | None] = {}
     for spec in specs:
-        words: set[str] = set()
-        sources: set[str] = set()
-        starts: set[str] = set()
-
-        def walk(value) -> None:
-            if isinstance(value, str):
-                words.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", value))
-            elif isinstance(value, dict):
-                for v in value.values():
-                    walk(v)
-            elif isinstance(value, (list, tuple)):
-                for v in value:
-                    walk(v)
         steps = [step.model_dump(by_alias=True) for step in spec.steps]
-        walk(steps)
+        words = set(_words(steps))
         sources = {w for w in words if w in names and w != spec.dataset}
         starts = {d["from"] for d in _all_steps(steps) if d.get("derive") == "start" and d.get("from") in sources}
         for name in sources:
@@ -589,6 +575,18 @@ def columns_read_by_others(specs: list[AdamSpec]) -> dict[str, set[str] | None]:
             else:
                 read[name] = {*read.get(name, set()), *words, *(output[name] if "all" in words else ())}
     return read
+
+
+def _words(value):
+    """Every name-like word in the strings of a nested structure of dicts and lists."""
+    if isinstance(value, str):
+        yield from re.findall(r"[A-Za-z_][A-Za-z0-9_]*", value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _words(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _words(v)
 
 
 def _all_steps(steps: list[dict]):
