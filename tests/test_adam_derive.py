@@ -159,3 +159,15 @@ def test_lineage_of_computed_parameters_joins_sources_like_groupby(rows, two_key
     want = frame.groupby(by, sort=False, dropna=dropna)["SRC"].agg(" + ".join)
     got = joined_by_group(frame, by, "SRC", dropna=dropna)
     pd.testing.assert_series_equal(got, want, check_dtype=False, check_index_type=False)
+
+
+def test_indicators_and_shifts_hold_one_object_per_distinct_value():
+    """ANRIND, SHIFT1 and concatenated PARAMs of a million records cost a pointer each, not a string each."""
+    n = 3000
+    f = pd.DataFrame({"AVAL": np.tile([1.0, 5.0, 9.0], n // 3), "ANRLO": 2.0, "ANRHI": 8.0,
+                      "BNRIND": np.tile(["NORMAL", "LOW", ""], n // 3).astype(object)})
+    out = derive.derive_var_shift(derive.derive_var_anrind(f))
+    assert out["ANRIND"].tolist()[:3] == ["LOW", "NORMAL", "HIGH"]
+    assert out["SHIFT1"].tolist()[:3] == ["NORMAL to LOW", "LOW to NORMAL", ""]
+    for col in ("ANRIND", "SHIFT1"):
+        assert len({id(v) for v in out[col].tolist()}) == out[col].nunique()

@@ -119,3 +119,14 @@ def test_free_heap_pages_go_back_to_the_system_on_glibc():
     assert release_freed_memory() is True
     assert resident() < before - 100 * 2**20  # most of the 190 MB freed: given back
     assert len(keep) == 20
+
+
+def test_jobs_must_be_a_number_of_processes():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "cdisc_convert", "run", "mappings/nct05948982", "--out",
+                           "never-written", "--jobs", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "--jobs: '0' is not a number of processes" in proc.stderr and "Traceback" not in proc.stderr
+    assert not os.path.exists("never-written")
