@@ -122,34 +122,52 @@ def write_study_defines(study_dir: Path, out_dir: Path, study: StudyConfig, crea
     """define.xml (+ define.html) in ``out_dir/sdtm`` and ``out_dir/adam`` (the latter when the
     study has ADaM specs and datasets); datasets are read from the XPT files unless given.
     ``crf_pages`` (from the generated aCRF, ``out_dir/acrf.pdf``): CRF origins point to their pages."""
-    from .adam.spec import load_adam_specs
+    ct = ct if ct is not None else load_terminology(None, study_dir)
+    written_paths = [write_sdtm_define(study_dir, out_dir, study, created, stylesheet, sdtm, ct, crf_pages)]
+    adam_path = write_adam_define(study_dir, out_dir, study, created, stylesheet, adam, ct)
+    return written_paths + ([adam_path] if adam_path is not None else [])
+
+
+def write_sdtm_define(study_dir: Path, out_dir: Path, study: StudyConfig, created: str,
+                      stylesheet: Path | None = None, sdtm: dict[str, Written] | None = None,
+                      ct: Terminology | None = None,
+                      crf_pages: dict[tuple[str, str, str], list[int]] | None = None) -> Path:
+    """``out_dir/sdtm/define.xml`` (+ define.html); the datasets are read from the XPT files unless given."""
     from .metadata import load_sdtmig
     from .sdtm.engine import load_specs
 
     ct = ct if ct is not None else load_terminology(None, study_dir)
-    written_paths = []
     sdtm_dir = out_dir / "sdtm"
     sdtm = sdtm if sdtm is not None else read_written(sdtm_dir)
     if not sdtm:
         raise ConversionError("no SDTM datasets to describe", source=str(sdtm_dir))
-    sdtm_study = study
     declared = next((d for d in study.documents if d.type == "acrf"), None)
     if declared is not None and declared.href != GENERATED_ACRF:
         crf_pages = None  # the study names its own aCRF: the generated one's pages are not its pages
     if crf_pages is not None and declared is None:
         from .spec import DocumentDef
-        sdtm_study = study.model_copy(update={"documents": [
+        study = study.model_copy(update={"documents": [
             DocumentDef(id="acrf", title="Annotated CRF", href=GENERATED_ACRF, type="acrf"), *study.documents]})
-    written_paths.append(write_define(sdtm_dir, sdtm_metadata(sdtm, load_specs(study_dir), crf_pages), sdtm,
-                                      sdtm_study, ("SDTMIG", load_sdtmig().version), created, stylesheet, ct))
+    return write_define(sdtm_dir, sdtm_metadata(sdtm, load_specs(study_dir), crf_pages), sdtm,
+                        study, ("SDTMIG", load_sdtmig().version), created, stylesheet, ct)
+
+
+def write_adam_define(study_dir: Path, out_dir: Path, study: StudyConfig, created: str,
+                      stylesheet: Path | None = None, adam: dict[str, Written] | None = None,
+                      ct: Terminology | None = None) -> Path | None:
+    """``out_dir/adam/define.xml`` (+ define.html) when the study has ADaM specs and datasets
+    (read from the XPT files unless given); None otherwise."""
+    from .adam.spec import load_adam_specs
+    from .metadata import adamig_version
+
     adam_specs = load_adam_specs(study_dir / "adam")
     adam_dir = out_dir / "adam"
-    if adam_specs and (adam is not None or adam_dir.is_dir()):
-        adam = adam if adam is not None else read_written(adam_dir)
-        from .metadata import adamig_version
-        written_paths.append(write_define(adam_dir, adam_metadata(adam, adam_specs), adam, study,
-                                          ("ADaMIG", adamig_version()), created, stylesheet, ct))
-    return written_paths
+    if not adam_specs or (adam is None and not adam_dir.is_dir()):
+        return None
+    ct = ct if ct is not None else load_terminology(None, study_dir)
+    adam = adam if adam is not None else read_written(adam_dir)
+    return write_define(adam_dir, adam_metadata(adam, adam_specs), adam, study, ("ADaMIG", adamig_version()),
+                        created, stylesheet, ct)
 
 
 def _datatype(name: str, values: pd.Series, display_format: str, width: int | None = None

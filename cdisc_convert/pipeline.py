@@ -548,7 +548,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         adam_steps = sum(len(s.steps) + 1 for s in load_adam_specs(study_dir / "adam")) \
             if (study_dir / "adam").is_dir() else 0
         expect(1 + 3 * len(specs) + sum(1 for s in specs if s.supp) + 10 + adam_steps + 2
-               + int(bool(adam_steps))  # validation reports SDTM and ADaM apart
+               + 2 * int(bool(adam_steps))  # validation and define.xml: SDTM and ADaM apart
                + int(bool(study.edc.data_dictionary or study.edc.odm_file)))  # the aCRF
     progress("read EDC export")
     raw_forms, input_files = read_edc(study, study_dir, edc, encoding)
@@ -603,6 +603,14 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
             report("spec.xlsx")
             from .spec_workbook import write_spec_workbook
             write_spec_workbook(study_dir, tmp / "spec.xlsx", metadata, terminology=terminology, crf_pages=crf_pages)
+            # after SDTM validation, as in one process: the validator reads a define.xml it finds
+            report("define.xml SDTM")
+            t = time.perf_counter()
+            from .define_xml import from_datasets, write_sdtm_define
+            write_sdtm_define(study_dir, tmp, study, created, stylesheet, from_datasets(datasets), terminology,
+                              crf_pages)
+            done["timings"]["define_sdtm"] = time.perf_counter() - t
+            release_freed_memory()  # define's XML trees
             return done
 
         parallel = (jobs or default_jobs(sum(len(ds.data) for ds in datasets.values()))) > 1
@@ -621,14 +629,13 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
             adam = derive_and_write_adam(study_dir, {n: d.data for n, d in datasets.items()}, tmp / "adam", created,
                                          study.studyid, adam_progress, timings)
             release_freed_memory()  # ADaM's working frames
-            adam_progress("define.xml")
-            t4 = time.perf_counter()
-            from .define_xml import from_datasets, write_study_defines
-            write_study_defines(study_dir, tmp, study, created, stylesheet, from_datasets(datasets),
-                                from_datasets(adam) if adam else None, ct=terminology, crf_pages=crf_pages)
-            timings["define"] = time.perf_counter() - t4
-            release_freed_memory()  # define's XML trees: 600 MB of free pages at 2,000 subjects
             if adam:
+                adam_progress("define.xml ADaM")
+                t4 = time.perf_counter()
+                from .define_xml import from_datasets, write_adam_define
+                write_adam_define(study_dir, tmp, study, created, stylesheet, from_datasets(adam), terminology)
+                timings["define_adam"] = time.perf_counter() - t4
+                release_freed_memory()  # define's XML trees: hundreds of MB of free pages at 2,000 subjects
                 adam_progress("validate ADaM")
                 t5 = time.perf_counter()
                 validation["adam"] = _validate_and_report(tmp, "adam", in_memory(adam), sdtm_loaded, study_dir,

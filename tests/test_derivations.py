@@ -1,9 +1,14 @@
 """One focused test per derivation rule, with tiny frames that show the rule."""
 from __future__ import annotations
 
+import re
+from datetime import date
+
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cdisc_convert.sdtm import derive
 
@@ -37,6 +42,37 @@ class TestIso8601:
     def test_bad_time_is_flagged(self):
         _, bad = derive.iso8601_datetime(s("08 JAN 2024"), s("24:10"))
         assert bad.tolist() == [True]
+
+    @pytest.mark.parametrize("text,expected", [
+        ("2024-02-30", ("", True)), ("2024-00", ("", True)), ("2024-13-01", ("", True)), ("0000-01-01", ("", True)),
+        ("1601-03-05", ("1601-03-05", False)), ("UN 13 2024", ("", True)), ("  08-jan-2024 ", ("2024-01-08", False)),
+        ("08/JAN/2024", ("2024-01-08", False)), ("\u0662\u0660\u0662\u0664", ("", True)),  # Arabic-Indic digits: not ISO
+    ])
+    def test_one_value(self, text, expected):
+        assert derive.iso8601_date_text(text) == expected
+
+    def test_seconds_kept_and_same_text_once(self):
+        iso, bad = derive.iso8601_datetime(s("08 JAN 2024", "08 JAN 2024", ""), s("9:05:07", "9:05:07", "10:00"))
+        assert iso.tolist() == ["2024-01-08T09:05:07", "2024-01-08T09:05:07", ""] and not bad.any()
+        assert iso.iloc[0] is iso.iloc[1]  # computed once per distinct (date, time)
+
+    @given(st.dates(min_value=date(1000, 1, 1)), st.sampled_from(["{d:02d} {mon} {y}", "{d} {Mon} {y}",
+                                                                   "{y}-{m:02d}-{d:02d}", "UN {mon} {y}", "UNK UNK {y}"]))
+    def test_every_calendar_date_in_every_edc_form(self, day, form):
+        mon = day.strftime("%b")
+        text = form.format(d=day.day, m=day.month, y=f"{day.year:04d}", mon=mon.upper(), Mon=mon)
+        expected = (day.isoformat() if form[1] != "N" else f"{day.year:04d}-{day.month:02d}" if "mon" in form
+                    else f"{day.year:04d}")
+        assert derive.iso8601_date_text(text) == (expected, False)
+
+    @given(st.text(alphabet="0123456789 -/:UNKJAFEBDECabc", max_size=14))
+    def test_any_text_gives_an_iso_8601_date_or_a_flag(self, text):
+        iso, bad = derive.iso8601_date_text(text)
+        if bad or not text.strip():
+            assert iso == ""
+        else:  # a real date, or a year / year-month prefix of one
+            assert re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", iso)
+            date.fromisoformat((iso + "-01-01")[:10])
 
 
 class TestStudyDay:
