@@ -12,6 +12,7 @@ import io
 import json
 import platform
 from dataclasses import dataclass, field
+from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +20,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import ConversionError
-from .memory import release_freed_memory
+from .memory import fewer_collections, release_freed_memory
 from .parallel import Branch, default_jobs
 from .text import as_text, is_plain_text, on_unique, shared_text
 from .metadata import Sdtmig, Terminology, load_sdtmig, load_terminology
@@ -405,6 +406,7 @@ def read_sdtm_folder(folder: Path) -> dict[str, pd.DataFrame]:
     return load_datasets(Path(folder))[0]
 
 
+@fewer_collections
 def run_adam_only(study_dir: Path, out_dir: Path, sdtm_dir: Path | None = None,
                   progress: Callable[[str], None] = lambda s: None) -> RunResult:
     """Derive ADaM from an existing SDTM folder into ``out_dir/adam`` (replaced all or nothing)."""
@@ -522,6 +524,7 @@ def _validate_and_report(out: Path, model: str, loaded, reference, study_dir: Pa
     return counts
 
 
+@fewer_collections
 def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding: str | None = None,
               progress: Callable[[str], None] = lambda s: None, stylesheet: Path | None = None, ct=None,
               jobs: int | None = None) -> RunResult:
@@ -659,7 +662,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         manifest = {
             "tool": {"name": "cdisc_convert", "version": __version__},
             "versions": {"python": platform.python_version(), "pandas": pd.__version__,
-                         "pyreadstat": __import__("pyreadstat").__version__, "sdtmig": load_sdtmig().version},
+                         "pyreadstat": _version("pyreadstat"), "sdtmig": load_sdtmig().version},
             "controlled_terminology": {"packages": terminology.packages, "source": terminology.source,
                                        "study_terminology": terminology.study_file},
             "study": study.studyid,

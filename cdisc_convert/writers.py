@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pandas as pd
-import pyreadstat
 
 from .errors import ConversionError
 from .text import as_text, char_lengths, is_plain_text, on_unique, shared_text
@@ -257,6 +256,8 @@ def read_xpt(path: Path) -> XptFile:
     from .xpt import read_xpt_v5_data
 
     try:
+        import pyreadstat  # here, not at import: a run that reads no XPT does not pay for it
+
         _empty, meta = pyreadstat.read_xport(str(path), metadataonly=True)
         frame = read_xpt_v5_data(Path(path))
         if frame is None:
@@ -274,6 +275,8 @@ def _read_xpt_general(path: Path, meta) -> pd.DataFrame:
     """Any XPT file, through pandas' reader in chunks, or pyreadstat for records shorter than a card
     (pandas drops the last record of some such files)."""
     if sum((meta.variable_storage_width or {}).values()) < 80:
+        import pyreadstat
+
         whole, _meta = pyreadstat.read_xport(str(path), disable_datetime_conversion=True)
         chunks = [_compact(whole)] if len(whole) else []
     else:

@@ -168,3 +168,23 @@ def test_adam_spec_labels_fit_xpt_v5():
         for var in spec.variables:
             if not isinstance(var, str) and var.label:
                 assert len(var.name) <= 8 and len(var.label) <= 40, var.name
+
+
+def test_synonyms_are_built_on_first_use_and_recode_as_the_published_ct_says():
+    from cdisc_convert.metadata.ct import _synonyms, _SynonymsOnFirstUse
+
+    terms = [["C1", "Y", "Yes"], ["C2", "N", "No; Negative"], ["C3", "U", "No"]]  # "No" is shared: left out
+    lazy = _SynonymsOnFirstUse(terms)
+    assert lazy._built is None  # nothing built while the package loads
+    assert dict(lazy) == _synonyms(terms) == {"Y": "Y", "YES": "Y", "N": "N", "NEGATIVE": "N", "U": "U"}
+    assert lazy.get("NO") is None and lazy["YES"] == "Y"
+    ny = bundled_ct()["NY"]
+    assert ny.recode(["yes", "No", "N", "maybe"]) == ["Y", "N", "N", "maybe"]
+
+
+def test_a_variable_the_model_allows_is_the_same_object_each_time():
+    md = load_sdtmig()
+    first = md.allowed_variable("AE", "AELNKID")  # not listed for AE; the Events class allows it
+    assert (first.in_ig, first.core) == (False, "Perm")
+    assert first is md.allowed_variable("AE", "AELNKID")  # looked up in a table built once per domain
+    assert md.allowed_variable("AE", "AENOTAVAR") is None and md.allowed_variable("AE", "AELONGNAME9") is None

@@ -130,3 +130,24 @@ def test_jobs_must_be_a_number_of_processes():
     assert proc.returncode == 2
     assert "--jobs: '0' is not a number of processes" in proc.stderr and "Traceback" not in proc.stderr
     assert not os.path.exists("never-written")
+
+
+def test_fewer_collections_restores_the_collector_even_on_error():
+    import gc
+
+    from cdisc_convert.memory import GC_YOUNG_THRESHOLD, fewer_collections
+
+    before = gc.get_threshold()
+    seen = []
+
+    @fewer_collections
+    def work(fail: bool):
+        seen.append(gc.get_threshold()[0])
+        if fail:
+            raise ValueError("bad input")
+        return "done"
+
+    assert work(False) == "done" and gc.get_threshold() == before
+    with pytest.raises(ValueError):
+        work(True)
+    assert gc.get_threshold() == before and seen == [max(before[0], GC_YOUNG_THRESHOLD)] * 2

