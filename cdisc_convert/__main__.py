@@ -1,4 +1,4 @@
 """python3 -m cdisc_convert: the same as the cdisc-convert command."""
-from .cli import main
+from .cli import entry
 
-raise SystemExit(main())
+entry()

@@ -411,6 +411,21 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback")
 
 
+
+def entry() -> None:
+    """The ``cdisc-convert`` command and ``python -m cdisc_convert``: :func:`main`, then leave
+    without the interpreter's teardown. Every output file is written, closed and in place by then;
+    freeing a run's objects one by one took 0.3 s of the 18-subject example's 4. (Tests and other
+    callers use :func:`main`, which returns.)"""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):  # the reader went away, or a stream is closed: nothing left to say
+        pass
+    os._exit(code)
+
+
 def _stop_cleanly_on_sigterm() -> None:
     """SIGTERM (a job scheduler stopping the run) unwinds like Ctrl-C: the temporary output is
     removed and nothing is replaced."""

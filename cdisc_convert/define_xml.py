@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from lxml import etree
 
@@ -177,12 +178,13 @@ def _datatype(name: str, values: pd.Series, display_format: str, width: int | No
     if display_format:
         return "integer", 8, None
     if values.dtype.kind in "fiu":
-        v = values.dropna().astype(float)
-        if v.empty:
+        v = values.to_numpy(dtype=float, na_value=np.nan)  # numpy, not pandas: called for every variable
+        v = v[~np.isnan(v)]
+        if not len(v):
             return "integer", 1, None
-        if (v == v.round()).all() and v.abs().max() < 1e15:
-            return "integer", max(1, int(v.abs().max()).bit_length() and len(str(int(v.abs().max()))) +
-                                  int((v < 0).any())), None
+        largest = np.abs(v).max()
+        if (v == np.round(v)).all() and largest < 1e15:
+            return "integer", max(1, int(largest).bit_length() and len(str(int(largest))) + int((v < 0).any())), None
         text = as_text(pd.Series(pd.unique(v))).tolist()  # numbers as written, once per distinct value
         decimals = max(len(t.partition(".")[2]) for t in text)
         return "float", max(len(t) - t.count("-") - t.count(".") for t in text), decimals
