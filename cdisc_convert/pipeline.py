@@ -333,7 +333,7 @@ def _csv_text(frame: pd.DataFrame) -> str:
     return header + "\n" + "\n".join(map(",".join, zip(*columns))) + "\n"
 
 
-CSV_CHUNK_ROWS = 200_000
+CSV_CHUNK_ROWS = 50_000  # about 30 MB of text and row lists at a time
 
 
 def write_csv(frame: pd.DataFrame, path: Path, chunk_rows: int | None = None) -> None:

@@ -168,6 +168,18 @@ def test_dataset_json_rows_are_what_json_dumps_writes(tmp_path_factory, numbers,
     assert len(doc["rows"]) == n
 
 
+
+def test_dataset_json_written_in_chunks_is_the_whole_file(tmp_path, monkeypatch):
+    import cdisc_convert.writers as writers
+
+    frame = pd.DataFrame({"USUBJID": [f"S-{i % 3}" for i in range(10)], "AVAL": [i / 3 for i in range(10)],
+                          "ADT": [float(i) for i in range(10)]})
+    ds = Dataset("ADX", "X", frame, {"USUBJID": "u", "AVAL": "v", "ADT": "d"}, formats={"ADT": "DATE9."})
+    whole = write_dataset_json(ds, tmp_path, CREATED, "S", "0").read_bytes()
+    monkeypatch.setattr(writers, "JSON_CHUNK_ROWS", 3)  # 4 chunks, the last one short
+    assert write_dataset_json(ds, tmp_path, CREATED, "S", "0").read_bytes() == whole
+    assert len(json.loads(whole)["rows"]) == 10
+
 def test_read_xpt_gives_the_whole_dataset_and_reads_an_empty_one(tmp_path, monkeypatch):
     import cdisc_convert.writers as writers
     from cdisc_convert.writers import read_xpt
