@@ -577,6 +577,32 @@ def columns_read_by_others(specs: list[AdamSpec]) -> dict[str, set[str] | None]:
     return read
 
 
+def unread_source_columns(spec: AdamSpec, frame: pd.DataFrame, read_by_others: dict[str, set[str] | None]
+                          ) -> list[str]:
+    """Columns a ``start`` from an SDTM domain brought in that nothing will read: named with the
+    domain's prefix (LBORRES, LBSPEC ...), not an output variable or key of the spec, not a word of
+    any of its steps, nor of a spec that reads this dataset. --SEQ stays (supplemental qualifiers
+    join on it). Every later step copies the working frame (records added, records dropped), so
+    a column carried for nothing costs at every step (ADLB at 2,000 subjects: 11 of 61 columns).
+
+    >>> from cdisc_convert.adam.spec import AdamSpec
+    >>> spec = AdamSpec.model_validate({"dataset": "ADLB", "label": "L", "keys": ["USUBJID"], "variables": ["USUBJID", "AVAL"],
+    ...     "steps": [{"derive": "start", "from": "LB"}, {"derive": "copy", "vars": {"AVAL": "LBSTRESN"}}]})
+    >>> f = pd.DataFrame(columns=["USUBJID", "LBSEQ", "LBSTRESN", "LBORRES", "LBSPEC", "VISIT", "__src"])
+    >>> unread_source_columns(spec, f, {}), unread_source_columns(spec, f, {"ADLB": {"LBSPEC"}})
+    (['LBORRES', 'LBSPEC'], ['LBORRES'])
+    >>> unread_source_columns(spec, f, {"ADLB": None})  # another spec starts from ADLB: it keeps everything
+    []
+    """
+    domain = spec.steps[0].from_ if spec.steps and isinstance(spec.steps[0], Start) else ""
+    others = read_by_others.get(spec.dataset, set())
+    if len(domain) != 2 or others is None:
+        return []
+    named = {*spec.variable_names(), *spec.keys, *others,
+             *_words([step.model_dump(by_alias=True) for step in spec.steps])}
+    return [c for c in frame.columns if c.startswith(domain) and not c.endswith("SEQ") and c not in named]
+
+
 def _words(value):
     """Every name-like word in the strings of a nested structure of dicts and lists."""
     if isinstance(value, str):
@@ -607,7 +633,7 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
     import time
 
     timings = {} if timings is None else timings
-    read_by_others = columns_read_by_others(specs) if finish is not None else {}
+    read_by_others = columns_read_by_others(specs)
     run = AdamRun(sdtm, variables={s.dataset: s.variable_names() for s in specs})
     state = {s.dataset: (0, None) for s in specs}
     pending = list(specs)
@@ -620,6 +646,8 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
                 while i < len(spec.steps):
                     progress(f"{spec.dataset}: step {i + 1}/{len(spec.steps)} ({spec.steps[i].derive})")
                     frame = apply_step(spec.steps[i], frame, run, spec, i)
+                    if isinstance(spec.steps[i], Start):  # what no step will read goes before the frame is copied
+                        frame = frame.drop(columns=unread_source_columns(spec, frame, read_by_others))
                     release_freed_memory()  # the step's old frame: its pages go before the next step grows
                     i += 1
                     state[spec.dataset] = (i, frame)
