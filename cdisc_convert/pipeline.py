@@ -380,7 +380,8 @@ def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_d
         nonlocal writing
         t = time.perf_counter()
         ds, lineage = adam_dataset(spec, frame)
-        del frame
+        del frame  # the working frame (derive_adam handed over its only reference): gone before writing
+        release_freed_memory()
         progress(f"write {ds.name}")
         write_xpt(ds, adam_dir, created)
         write_dataset_json(ds, adam_dir, created, studyid, __version__, "ADAM")
