@@ -642,11 +642,13 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
 
     ``finish(spec, frame)``: called once per dataset with its derived frame as soon as it is derived,
     so that its working frame goes before the next one grows (finish holds the only reference to
-    it); of a dataset other specs read, only the columns they may read are kept for them. The frames are then not returned (an empty dict)."""
+    it); of a dataset other specs read, only the columns they may read are kept for them, and an
+    SDTM domain's columns go once no later step names them (:func:`finished_source_columns`). The
+    frames are then not returned (an empty dict)."""
     import time
 
     timings = {} if timings is None else timings
-    read_by_others = columns_read_by_others(specs)
+    read_by_others = columns_read_by_others(specs) if finish is not None else {}
     last_named = {s.dataset: last_step_naming(s) for s in specs}
     run = AdamRun(sdtm, variables={s.dataset: s.variable_names() for s in specs})
     state = {s.dataset: (0, None) for s in specs}
@@ -660,7 +662,8 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
                 while i < len(spec.steps):
                     progress(f"{spec.dataset}: step {i + 1}/{len(spec.steps)} ({spec.steps[i].derive})")
                     frame = apply_step(spec.steps[i], frame, run, spec, i)
-                    finished = finished_source_columns(spec, frame, read_by_others, last_named[spec.dataset], i + 1)
+                    finished = finished_source_columns(spec, frame, read_by_others, last_named[spec.dataset], i + 1) \
+                        if finish is not None else []  # without finish, the working frames are returned whole
                     if finished:  # what no later step reads goes before the next step copies the frame
                         frame = frame.drop(columns=finished)
                     release_freed_memory()  # the step's old frame: its pages go before the next step grows
