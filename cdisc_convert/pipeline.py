@@ -72,16 +72,20 @@ def read_edc(study: StudyConfig, study_dir: Path, edc: Path | None = None, encod
 def convert_sdtm(study: StudyConfig, specs: list[DomainSpec], raw_forms: dict[str, pd.DataFrame],
                  progress: Callable[[str], None] = lambda s: None, ct: Terminology | None = None
                  ) -> tuple[Conversion, dict[str, Dataset], pd.DataFrame]:
-    """Map all specs and derive all SDTM datasets; returns the conversion, datasets and SE."""
+    """Map all specs and derive all SDTM datasets; returns the conversion, datasets and SE.
+    Once mapped, each of ``raw_forms`` keeps only its ``__src`` column (all reconciliation reads)."""
     md = load_sdtmig()
     ct = ct if ct is not None else load_terminology()
     run = Conversion()
     forms, run.excluded = screen_rows(raw_forms, study)
     for spec in specs:
         progress(f"map {spec.domain}")
-        data = map_domain_records(spec, forms, study, ct, md, run)
-        run.domains[spec.domain] = MappedDomain(spec, data)
-        release_freed_memory()
+        run.domains[spec.domain] = MappedDomain(spec, map_domain_records(spec, forms, study, ct, md, run))
+        release_freed_memory()  # (no local keeps the last domain's first frame alive: QS, 300 MB at 2,000 subjects)
+    del forms
+    for form in raw_forms:  # mapped: each form keeps only its row ids, for reconciliation (2,000 subjects: -220 MB)
+        raw_forms[form] = raw_forms[form][["__src"]]
+    release_freed_memory()
     if "DM" not in run.domains:
         raise ConversionError("the study has no DM spec; DM is required for reference dates")
     progress("derive DM reference dates")
@@ -96,6 +100,7 @@ def convert_sdtm(study: StudyConfig, specs: list[DomainSpec], raw_forms: dict[st
         derive_supplemental(mapped, run, study, ct, se)
     for mapped in run.domains.values():
         finalize_domain(mapped, md)
+        release_freed_memory()  # the unsorted frame's pages
     progress("build datasets")
     datasets = _build_datasets(run, study, md, se)
     return run, datasets, se

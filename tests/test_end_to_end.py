@@ -181,3 +181,4 @@ def test_sdtm_working_frames_are_freed_once_their_dataset_and_lineage_are_built(
     assert all(m.supp is None for n, m in run.domains.items() if n != "DM")
     assert len(run.lineage["LB"]) == len(datasets["LB"].data) and len(run.lineage["SUPPAE"]) == len(datasets["SUPPAE"].data)
     assert "LB" in run.record_sources[run.lineage["LB"]["source"].iloc[0]]
+    assert all(list(form.columns) == ["__src"] for form in raw.values())  # the EDC fields went once mapped
