@@ -116,3 +116,48 @@ def joined_by_group(frame: pd.DataFrame, by: list[str], column: str, sep: str = 
     bounds = [0, *(np.flatnonzero(np.diff(sorted_codes)) + 1).tolist(), len(values)]
     joined = [sep.join(values[a:b]) for a, b in zip(bounds[:-1], bounds[1:])] if len(values) else []
     return pd.Series(joined, index=grouped.size().index, name=column, dtype=object)  # groups in ngroup order
+
+
+def row_codes(columns: list[pd.Series]) -> tuple[np.ndarray, int]:
+    """One code per row (0, 1, ... in order of first appearance), equal exactly where the rows are
+    equal in every column (missing equal to missing), and the number of distinct rows. Columns
+    are combined one at a time, so memory holds two arrays of codes, not one per column as
+    pandas' ``duplicated`` and ``groupby`` do (35 columns of ADLB at 2,000 subjects: 250 MB).
+
+    >>> codes, n = row_codes([pd.Series(["a", "b", "a", None]), pd.Series([1.0, 1.0, 1.0, None])])
+    >>> codes.tolist(), n
+    ([0, 1, 0, 2], 3)
+    """
+    if not columns:
+        return np.zeros(0, dtype=np.int64), 0
+    codes, count = np.zeros(len(columns[0]), dtype=np.int64), 1
+    for column in columns:
+        values, distinct = pd.factorize(column, use_na_sentinel=False)
+        # count <= rows and len(distinct) <= rows: the product fits in 64 bits below 3e9 rows
+        codes, seen = pd.factorize(codes * (len(distinct) + 1) + values)
+        count = len(seen)
+    return codes.astype(np.int64, copy=False), count
+
+
+def first_of_code(codes: np.ndarray, count: int) -> np.ndarray:
+    """For codes from :func:`row_codes`: the position of each row's first equal row.
+
+    >>> first_of_code(np.array([0, 1, 0, 2, 1]), 3).tolist()
+    [0, 1, 0, 3, 1]
+    """
+    first = np.full(count, len(codes), dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(len(codes)))
+    return first[codes]
+
+
+def distinct_per_group(group: np.ndarray, groups: int, value: pd.Series) -> np.ndarray:
+    """For each row, how many distinct ``value``s its group (codes from :func:`row_codes`) holds:
+    ``groupby(...)[value].transform("nunique")`` without a code array per grouping column.
+
+    >>> distinct_per_group(np.array([0, 0, 1, 0]), 2, pd.Series(["x", "y", "x", "x"])).tolist()
+    [2, 2, 1, 2]
+    """
+    pairs, count = row_codes([pd.Series(group), value])
+    group_of_pair = np.zeros(count, dtype=np.int64)
+    group_of_pair[pairs] = group
+    return np.bincount(group_of_pair, minlength=groups)[group]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..metadata import adam_variable, load_adamig
-from ..text import as_text, on_unique
+from ..text import as_text, distinct_per_group, on_unique, row_codes
 from .checks import FINDING, Context, findings
 
 POPULATION_FLAGS = ("SAFFL", "ITTFL", "FASFL", "PPROTFL", "COMPLFL", "RANDFL", "ENRLFL")
@@ -251,13 +251,12 @@ def adam_one_to_one(ctx, rule):
     for name, frame, _ in _adam(ctx):
         for a, b, by in _pairs(frame, family):
             ta, tb = _text(frame, a), _text(frame, b)
-            both = (ta != "") & (tb != "")
-            keys = pd.DataFrame({"_a": ta, "_b": tb, **{k: _text(frame, k) for k in by}})[both]
+            both = ((ta != "") & (tb != "")).to_numpy()
+            texts = {a: ta[both], b: tb[both], **{k: _text(frame, k)[both] for k in by}}
             for x, y in ((a, b), (b, a)):
-                col_x, col_y = ("_a", "_b") if x == a else ("_b", "_a")
-                n = keys.groupby([*by, col_x], sort=False)[col_y].transform("nunique")
+                group, groups = row_codes([texts[k] for k in [*by, x]])  # not groupby: a code array per key
                 bad = pd.Series(False, index=frame.index)
-                bad[n.index] = (n > 1).to_numpy()
+                bad[both] = distinct_per_group(group, groups, texts[y]) > 1
                 within = f" within {', '.join(by)}" if by else ""
                 out.append(findings(rule, name, frame, bad, y, f"{x} maps to more than one {y}{within}"))
     return out
@@ -303,10 +302,10 @@ def bds_base_constant(ctx, rule):
             continue
         by = ["USUBJID", "PARAMCD", *(["BASETYPE"] if "BASETYPE" in frame.columns else [])]
         base = _num(frame, "BASE")
-        keys = pd.DataFrame({k: _text(frame, k) for k in by}).assign(_b=base)
-        n = keys[base.notna()].groupby(by, sort=False)["_b"].transform("nunique")
+        present = base.notna().to_numpy()
+        group, groups = row_codes([_text(frame, k)[present] for k in by])
         bad = pd.Series(False, index=frame.index)
-        bad[n.index] = (n > 1).to_numpy()
+        bad[present] = distinct_per_group(group, groups, base[present]) > 1
         out.append(findings(rule, name, frame, bad, "BASE", "BASE takes more than one value within " + ", ".join(by)))
         if "ABLFL" in frame.columns and "AVAL" in frame.columns:
             on_base = (_text(frame, "ABLFL") == "Y") & base.notna() & _num(frame, "AVAL").notna()

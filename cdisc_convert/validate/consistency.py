@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..sdtm.derive import epoch_of
-from ..text import as_text, on_distinct, on_unique
+from ..text import as_text, first_of_code, on_distinct, on_unique, row_codes
 from .checks import FINDING, ISO8601, Context, findings, subject_value
 
 TRIAL_DESIGN = ("TA", "TE", "TV", "TI", "TS", "TD", "TM")
@@ -204,11 +204,12 @@ def duplicate_records(ctx, rule):
     for name, frame in ctx.datasets.items():
         seq = next((c for c in (f"{name}SEQ", "ASEQ") if c in frame.columns), None)
         cols = [c for c in frame.columns if c != seq]
-        dup = frame.duplicated(cols, keep="first")
-        if not dup.any():
+        codes, count = row_codes([frame[c] for c in cols])  # not frame.duplicated: one code array per column
+        if count == len(frame):
             continue
-        key = pd.Series(list(zip(*[as_text(frame[c]) for c in cols])), index=frame.index)
-        first = key.map(pd.Series(np.arange(len(frame)) + 1, index=key).groupby(level=0).first())
+        first_position = first_of_code(codes, count)
+        dup = pd.Series(first_position != np.arange(len(frame)), index=frame.index)
+        first = pd.Series(first_position + 1, index=frame.index)  # record number of the first copy
         variable = seq or ("USUBJID" if "USUBJID" in frame.columns else cols[0])
         out.append(findings(rule, name, frame, dup, variable, "duplicate of record " + as_text(first)))
     return out
