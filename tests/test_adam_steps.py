@@ -276,8 +276,8 @@ def test_each_adam_dataset_is_finished_as_soon_as_derived_and_others_read_only_w
     whole = derive_adam(specs, sdtm)  # without finish: the whole working frames, as before
     for name, frame in finished:
         dropped = [c for c in whole[name].columns if c not in frame.columns]
-        # VS columns no later step names go as soon as they are done with; VSSEQ stays (for SUPPVS)
-        assert dropped == {"ADVS": ["VSTESTCD", "VSSTRESN", "VSDTC"], "ADSL": []}[name]
+        # SDTM columns no later step names go as soon as they are done with; VSSEQ stays (for SUPPVS)
+        assert dropped == {"ADVS": ["DOMAIN", "VSTESTCD", "VSSTRESN", "VSDTC"], "ADSL": ["DOMAIN"]}[name]
         pd.testing.assert_frame_equal(frame, whole[name][list(frame.columns)])
     assert dict(finished)["ADSL"]["WEIGHTBL"].tolist() == [80.0, 70.0]
 

@@ -587,32 +587,33 @@ def last_step_naming(spec: AdamSpec) -> dict[str, int]:
 
 
 def finished_source_columns(spec: AdamSpec, frame: pd.DataFrame, read_by_others: dict[str, set[str] | None],
-                            last_named: dict[str, int], done: int) -> list[str]:
-    """Columns a ``start`` from an SDTM domain brought in that no step from ``done`` on will read:
-    named with the domain's prefix (LBORRES, LBTESTCD once PARAMCD is copied from it ...), named by
-    no later step, not an output variable or key of the spec, nor named by a spec that reads this
-    dataset. --SEQ stays (supplemental qualifiers join on it); other columns stay too, as a step
-    may read them without naming them (VISIT, EPOCH). Steps that add or drop records copy the
-    working frame, so a column carried for nothing costs at every one of them.
+                            last_named: dict[str, int], done: int, source: set[str]) -> list[str]:
+    """Columns a ``start`` from an SDTM domain brought in (``source``) that no step from ``done``
+    on will read: named by no later step, not an output variable or key of the spec, nor named
+    by a spec that reads this dataset (LBORRES, DOMAIN, and LBTESTCD once PARAMCD is copied from
+    it). USUBJID, STUDYID and --SEQ stay: steps join on them without naming them (supplemental
+    qualifiers on --SEQ). A step reads no other SDTM name unnamed (what steps read by default are
+    ADaM names: AVAL, ADT, ...). Steps that add or drop records copy the working frame, so a
+    column carried for nothing costs at every one of them.
 
     >>> from cdisc_convert.adam.spec import AdamSpec
     >>> spec = AdamSpec.model_validate({"dataset": "ADLB", "label": "L", "keys": ["USUBJID"], "variables": ["USUBJID", "AVAL"],
     ...     "steps": [{"derive": "start", "from": "LB"}, {"derive": "copy", "vars": {"AVAL": "LBSTRESN"}}]})
-    >>> f = pd.DataFrame(columns=["USUBJID", "LBSEQ", "LBSTRESN", "LBORRES", "LBSPEC", "VISIT", "__src"])
-    >>> last = last_step_naming(spec)
-    >>> finished_source_columns(spec, f, {}, last, 1), finished_source_columns(spec, f, {}, last, 2)
-    (['LBORRES', 'LBSPEC'], ['LBSTRESN', 'LBORRES', 'LBSPEC'])
-    >>> finished_source_columns(spec, f, {"ADLB": {"LBSPEC"}}, last, 1)
-    ['LBORRES']
-    >>> finished_source_columns(spec, f, {"ADLB": None}, last, 1)  # another spec starts from ADLB: all stay
+    >>> f = pd.DataFrame(columns=["STUDYID", "DOMAIN", "USUBJID", "LBSEQ", "LBSTRESN", "LBORRES", "__src", "AVAL"])
+    >>> lb, last = set(f.columns) - {"AVAL"}, last_step_naming(spec)
+    >>> finished_source_columns(spec, f, {}, last, 1, lb), finished_source_columns(spec, f, {}, last, 2, lb)
+    (['DOMAIN', 'LBORRES'], ['DOMAIN', 'LBSTRESN', 'LBORRES'])
+    >>> finished_source_columns(spec, f, {"ADLB": {"LBORRES"}}, last, 1, lb)
+    ['DOMAIN']
+    >>> finished_source_columns(spec, f, {"ADLB": None}, last, 1, lb)  # another spec starts from ADLB: all stay
     []
     """
     domain = spec.steps[0].from_ if spec.steps and isinstance(spec.steps[0], Start) else ""
     others = read_by_others.get(spec.dataset, set())
     if len(domain) != 2 or others is None:
         return []
-    kept = {*spec.variable_names(), *spec.keys, *others}
-    return [c for c in frame.columns if c.startswith(domain) and not c.endswith("SEQ") and c not in kept
+    kept = {*spec.variable_names(), *spec.keys, *others, "USUBJID", "STUDYID", SRC}
+    return [c for c in frame.columns if c in source and not c.endswith("SEQ") and c not in kept
             and last_named.get(c, -1) < done]
 
 
@@ -650,6 +651,7 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
     timings = {} if timings is None else timings
     read_by_others = columns_read_by_others(specs) if finish is not None else {}
     last_named = {s.dataset: last_step_naming(s) for s in specs}
+    source_columns: dict[str, set[str]] = {}  # what each dataset's start brought in
     run = AdamRun(sdtm, variables={s.dataset: s.variable_names() for s in specs})
     state = {s.dataset: (0, None) for s in specs}
     pending = list(specs)
@@ -662,7 +664,10 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
                 while i < len(spec.steps):
                     progress(f"{spec.dataset}: step {i + 1}/{len(spec.steps)} ({spec.steps[i].derive})")
                     frame = apply_step(spec.steps[i], frame, run, spec, i)
-                    finished = finished_source_columns(spec, frame, read_by_others, last_named[spec.dataset], i + 1) \
+                    if isinstance(spec.steps[i], Start):
+                        source_columns[spec.dataset] = set(frame.columns)
+                    finished = finished_source_columns(spec, frame, read_by_others, last_named[spec.dataset], i + 1,
+                                                       source_columns.get(spec.dataset, set())) \
                         if finish is not None else []  # without finish, the working frames are returned whole
                     if finished:  # what no later step reads goes before the next step copies the frame
                         frame = frame.drop(columns=finished)
