@@ -318,3 +318,13 @@ def test_finish_holds_the_only_reference_to_the_working_frame():
 
     derive_adam(specs, sdtm, finish=finish)
     assert freed == {"ADVS": True, "ADSL": True}  # ADSL reads ADVS from its own copy of the columns it names
+
+
+def test_lineage_text_is_one_object_per_source_record_number():
+    """LB.LBSEQ=1 of every subject is the same str: the working frame holds a pointer, not a copy."""
+    from cdisc_convert.adam.engine import with_lineage
+
+    lb = pd.DataFrame({"USUBJID": ["1", "1", "2"], "LBSEQ": [1.0, 2.0, 1.0]})
+    src = with_lineage("LB", lb)["__src"]
+    assert src.tolist() == ["LB.LBSEQ=1", "LB.LBSEQ=2", "LB.LBSEQ=1"] and src.iloc[0] is src.iloc[2]
+    assert with_lineage("DM", lb[["USUBJID"]])["__src"].tolist() == ["DM.USUBJID=1", "DM.USUBJID=1", "DM.USUBJID=2"]
