@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..metadata import adam_variable, load_adamig
-from ..text import as_text, distinct_per_group, on_unique, row_codes
+from ..text import as_text, column_codes, combine_codes, distinct_per_group, on_unique, row_codes
 from .checks import FINDING, Context, findings
 
 POPULATION_FLAGS = ("SAFFL", "ITTFL", "FASFL", "PPROTFL", "COMPLFL", "RANDFL", "ENRLFL")
@@ -252,11 +252,13 @@ def adam_one_to_one(ctx, rule):
         for a, b, by in _pairs(frame, family):
             ta, tb = _text(frame, a), _text(frame, b)
             both = ((ta != "") & (tb != "")).to_numpy()
-            texts = {a: ta[both], b: tb[both], **{k: _text(frame, k)[both] for k in by}}
+            # each column factorised once for both directions; not groupby: a code array per key
+            codes = {a: column_codes(ta[both]), b: column_codes(tb[both]),
+                     **{k: column_codes(_text(frame, k)[both]) for k in by}}
             for x, y in ((a, b), (b, a)):
-                group, groups = row_codes([texts[k] for k in [*by, x]])  # not groupby: a code array per key
+                group, groups = combine_codes([codes[k] for k in [*by, x]], int(both.sum()))
                 bad = pd.Series(False, index=frame.index)
-                bad[both] = distinct_per_group(group, groups, texts[y]) > 1
+                bad[both] = distinct_per_group(group, groups, codes[y]) > 1
                 within = f" within {', '.join(by)}" if by else ""
                 out.append(findings(rule, name, frame, bad, y, f"{x} maps to more than one {y}{within}"))
     return out
