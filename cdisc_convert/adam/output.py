@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..errors import ConversionError
 from ..metadata import adam_variable, load_sdtmig
-from ..text import as_text, shared_text
+from ..text import as_text, is_plain_text, shared_text
 from ..writers import Dataset
 from .derive import SRC
 from .spec import AdamSpec
@@ -84,10 +84,13 @@ def adam_dataset(spec: AdamSpec, frame: pd.DataFrame) -> tuple[Dataset, pd.DataF
     data = pd.DataFrame(columns, copy=False)
     del columns, written_keys
     formats = {name: formats[name] for name in labels if name in formats}  # in the variables' order
-    lineage = data[keys].copy()
-    for k in keys:
-        lineage[k] = as_text(lineage[k])
-    lineage["source"] = as_text(frame[SRC].iloc[order]).values if SRC in frame.columns else ""
+    # the written text columns shared, not copied (copy-on-write): ADQS's keys are 50 MB a copy
+    lineage = pd.DataFrame({k: data[k] if is_plain_text(data[k]) else as_text(data[k]) for k in keys}, copy=False)
+    if SRC in frame.columns:
+        source = frame[SRC].iloc[order]
+        lineage["source"] = (source if is_plain_text(source) else as_text(source)).to_numpy()
+    else:
+        lineage["source"] = ""
     return Dataset(spec.dataset, spec.label, data, labels, keys, keys, formats), lineage
 
 
