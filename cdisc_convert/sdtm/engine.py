@@ -488,6 +488,10 @@ def _need(var, out, spec, where):
 def finalize_domain(mapped: MappedDomain, md: Sdtmig) -> None:
     """Sort records by the domain keys, assign --SEQ, and split SUPP-- qualifiers out."""
     spec, frame = mapped.spec, mapped.data
+    # the transposition's per-test attributes (@unit, @low ...) and the folder served the rules, all
+    # evaluated by now: they go before the sort copies the frame (15 of LB's 44 working columns)
+    mapped.data = frame = frame.drop(columns=[c for c in frame.columns
+                                              if c.startswith("@") or c in ("__folder", "__source_index")])
     meta = md.domain(spec.domain, spec.class_)
     seq_var = next((n for n, r in spec.variables.items() if r.derive == "seq"), None)
     keys = [k for k in meta.keys if k in frame.columns and k != seq_var]
