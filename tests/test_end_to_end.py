@@ -182,3 +182,5 @@ def test_sdtm_working_frames_are_freed_once_their_dataset_and_lineage_are_built(
     assert len(run.lineage["LB"]) == len(datasets["LB"].data) and len(run.lineage["SUPPAE"]) == len(datasets["SUPPAE"].data)
     assert "LB" in run.record_sources[run.lineage["LB"]["source"].iloc[0]]
     assert all(list(form.columns) == ["__src"] for form in raw.values())  # the EDC fields went once mapped
+    # the transposition's per-test attributes went before the sort: no rule reads them after
+    assert not [c for c in run.domains["LB"].data.columns if c.startswith("@") or c in ("__folder", "__source_index")]

@@ -652,7 +652,7 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
 
     timings = {} if timings is None else timings
     read_by_others = columns_read_by_others(specs) if finish is not None else {}
-    last_named = {s.dataset: last_step_naming(s) for s in specs}
+    last_named = {s.dataset: last_step_naming(s) for s in specs} if finish is not None else {}
     source_columns: dict[str, set[str]] = {}  # what each dataset's start brought in
     run = AdamRun(sdtm, variables={s.dataset: s.variable_names() for s in specs})
     state = {s.dataset: (0, None) for s in specs}
@@ -668,9 +668,9 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
                     frame = apply_step(spec.steps[i], frame, run, spec, i)
                     if isinstance(spec.steps[i], Start):
                         source_columns[spec.dataset] = set(frame.columns)
-                    finished = finished_source_columns(spec, frame, read_by_others, last_named[spec.dataset], i + 1,
-                                                       source_columns.get(spec.dataset, set())) \
-                        if finish is not None else []  # without finish, the working frames are returned whole
+                    # without finish, the working frames are returned whole
+                    finished = [] if finish is None else finished_source_columns(
+                        spec, frame, read_by_others, last_named[spec.dataset], i + 1, source_columns[spec.dataset])
                     if finished:  # what no later step reads goes before the next step copies the frame
                         frame = frame.drop(columns=finished)
                     release_freed_memory()  # the step's old frame: its pages go before the next step grows

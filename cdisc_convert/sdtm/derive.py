@@ -15,9 +15,9 @@ from ..text import as_text, on_distinct, on_unique
 
 MONTHS = {m: i + 1 for i, m in enumerate(
     ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])}
-_EDC_DATE = r"^(?P<d>UN|UNK|\d{1,2})[ \-/](?P<m>UNK|UN|[A-Za-z]{3})[ \-/](?P<y>\d{4})$"
-_ISO_DATE = r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2}))?)?$"
-_TIME = r"^(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?$"
+_EDC_DATE_TEXT = re.compile(r"^(?P<d>UN|UNK|\d{1,2})[ \-/](?P<m>UNK|UN|[A-Za-z]{3})[ \-/](?P<y>\d{4})$", re.ASCII)
+_ISO_DATE_TEXT = re.compile(r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2}))?)?$", re.ASCII)
+_TIME_TEXT = re.compile(r"^(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?$", re.ASCII)
 
 
 def iso8601_date(text: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -36,9 +36,6 @@ def _iso_and_bad(pairs: list[tuple[str, bool]]) -> pd.DataFrame:
                          "bad": np.array([p[1] for p in pairs], dtype=bool)})
 
 
-_EDC_DATE_TEXT = re.compile(_EDC_DATE, re.ASCII)
-_ISO_DATE_TEXT = re.compile(_ISO_DATE, re.ASCII)
-_TIME_TEXT = re.compile(_TIME, re.ASCII)
 _UNKNOWN_PART = ("UN", "UNK")
 
 
@@ -95,8 +92,9 @@ def iso8601_datetime(date_text: pd.Series, time_text: pd.Series | None = None) -
     """
     if time_text is None:
         return iso8601_date(date_text)
-    pair = as_text(date_text) + "\x1f" + as_text(time_text)
-    both = on_unique(pair, lambda u: _iso_and_bad([iso8601_datetime_text(*p.split("\x1f", 1)) for p in u.tolist()]))
+    pairs = pd.DataFrame({"date": as_text(date_text), "time": as_text(time_text).to_numpy()}, index=date_text.index)
+    both = on_distinct(pairs, lambda u: _iso_and_bad([iso8601_datetime_text(d, t) for d, t in
+                                                      zip(u["date"].tolist(), u["time"].tolist())]))
     return both["iso"].astype(object), both["bad"].astype(bool)
 
 
