@@ -14,11 +14,12 @@ import platform
 from dataclasses import dataclass, field
 from importlib.metadata import version as _version
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import pandas as pd
 
 from . import __version__
+from .at_rest import CompactFrame, FramesAtRest
 from .errors import ConversionError
 from .memory import fewer_collections, release_freed_memory
 from .parallel import Branch, default_jobs
@@ -361,7 +362,7 @@ def _csv_field(text: str) -> str:
     return text
 
 
-def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_dir: Path, created: str,
+def derive_and_write_adam(study_dir: Path, sdtm: Mapping[str, pd.DataFrame], adam_dir: Path, created: str,
                           studyid: str, progress: Callable[[str], None], timings: dict[str, float]
                           ) -> dict[str, Dataset]:
     """Derive the study's ADaM datasets (specs in ``STUDY/adam/``) and write them to ``adam_dir``."""
@@ -393,10 +394,13 @@ def derive_and_write_adam(study_dir: Path, sdtm: dict[str, pd.DataFrame], adam_d
         write_csv(lineage, adam_dir / "lineage" / f"{ds.name.lower()}.csv")
         written[ds.name] = ds
         del lineage
+        ds.put_at_rest()  # until define.xml and validation: the next dataset derives meanwhile
         release_freed_memory()
         writing += time.perf_counter() - t
 
     derive_adam(specs, sdtm, progress, per_dataset, finish=finish)
+    for ds in written.values():
+        ds.restore()
     for name, seconds in per_dataset.items():
         timings[f"adam_{name.lower()}"] = seconds
     timings["write_adam"] = writing
@@ -422,7 +426,9 @@ def run_adam_only(study_dir: Path, out_dir: Path, sdtm_dir: Path | None = None,
     study_dir, out_dir = Path(study_dir), Path(out_dir)
     check_output_folder(out_dir / "adam", (study_dir,))
     study = load_study_identity(study_dir / STUDY_FILE)
-    sdtm = read_sdtm_folder(Path(sdtm_dir) if sdtm_dir else out_dir / "sdtm")
+    # compact while ADaM derives: each domain is made whole again only when a step reads it
+    sdtm = FramesAtRest({n: CompactFrame.of(f) for n, f in read_sdtm_folder(Path(sdtm_dir) if sdtm_dir
+                                                                           else out_dir / "sdtm").items()})
     timings: dict[str, float] = {"read": time.perf_counter() - t0}
     created = str(study.study.get("created", DEFAULT_CREATED))
     with atomic_output(out_dir / "adam") as tmp:
@@ -627,6 +633,13 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         if not branch.forked:
             branch.join()  # it ran already: an error of its stops the run before ADaM
         del recon
+        # written (or being written by the branch, from its own copy): while ADaM is derived and
+        # validated, SDTM waits compact; ADaM takes the domains it reads, its validation their lineage
+        for ds in datasets.values():
+            ds.put_at_rest()
+        sdtm_at_rest = FramesAtRest({n: d.data for n, d in datasets.items()})
+        sdtm_loaded = (sdtm_at_rest, *sdtm_loaded[1:])
+        release_freed_memory()  # the pointers of SDTM's text columns
         try:
             def adam_progress(message: str) -> None:  # the SDTM branch's messages, as they come, then ours
                 branch.poll()
@@ -635,8 +648,8 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
             if branch.forked:  # the child writes its copy of the lineage; this one is not needed here
                 lineage.clear()
                 release_freed_memory()
-            adam = derive_and_write_adam(study_dir, {n: d.data for n, d in datasets.items()}, tmp / "adam", created,
-                                         study.studyid, adam_progress, timings)
+            adam = derive_and_write_adam(study_dir, sdtm_at_rest, tmp / "adam", created, study.studyid,
+                                         adam_progress, timings)
             release_freed_memory()  # ADaM's working frames
             if adam:
                 adam_progress("define.xml ADaM")
@@ -680,6 +693,8 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
             "validation": validation,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    for ds in datasets.values():  # the caller gets DataFrames
+        ds.restore()
     timings["total"] = time.perf_counter() - t0
     return RunResult(Path(out_dir), {**datasets, **adam}, run.excluded, run.deviations, timings,
                      recon_summary["source_rows"])

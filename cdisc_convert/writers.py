@@ -57,6 +57,25 @@ class Dataset:
             check_xpt_rules(self)
         return self.texts, self.widths
 
+    def put_at_rest(self) -> None:
+        """Hold ``data`` compact (:class:`~cdisc_convert.at_rest.CompactFrame`) while a later phase
+        waits for it; ``len(data)`` and ``data.columns`` still answer. The widths are kept."""
+        from .at_rest import CompactFrame
+
+        if not isinstance(self.data, CompactFrame):
+            self.data, self.texts = CompactFrame.of(self.data), None
+
+    def restore(self) -> None:
+        """``data`` as a DataFrame again, after :meth:`put_at_rest`; its text columns are the
+        plain ``str`` columns the text facts hold, so they are not measured again."""
+        from .at_rest import CompactFrame
+
+        if isinstance(self.data, CompactFrame):
+            coded, self.data = self.data.coded, self.data.frame()
+            if self.widths is not None:
+                self.texts = {c: v if c in coded or is_plain_text(v) else as_text(v)
+                              for c, v in ((c, self.data[c]) for c in self.widths)}
+
 
 def _record_name(ds: Dataset, i: int) -> str:
     ids = [c for c in (ds.record_ids or ds.keys) if c in ds.data.columns]

@@ -184,3 +184,35 @@ def test_sdtm_working_frames_are_freed_once_their_dataset_and_lineage_are_built(
     assert all(list(form.columns) == ["__src"] for form in raw.values())  # the EDC fields went once mapped
     # the transposition's per-test attributes went before the sort: no rule reads them after
     assert not [c for c in run.domains["LB"].data.columns if c.startswith("@") or c in ("__folder", "__source_index")]
+
+
+def test_sdtm_waits_at_rest_while_adam_derives_and_the_caller_gets_frames(tmp_path, monkeypatch):
+    # memory: once SDTM is written, its datasets wait as codes (cdisc_convert.at_rest); ADaM steps
+    # and ADaM validation make a domain whole only when they read it, and a written ADaM dataset
+    # waits the same way while the next one derives
+    import cdisc_convert.pipeline as pipeline
+    from cdisc_convert.at_rest import CompactFrame, FramesAtRest
+    from cdisc_convert.writers import Dataset
+
+    seen, rested = {}, []
+    derive = pipeline.derive_and_write_adam
+
+    def watching(study_dir, sdtm, *args, **kwargs):
+        seen["sdtm"] = sdtm
+        seen["LB"] = sdtm._frames["LB"]
+        return derive(study_dir, sdtm, *args, **kwargs)
+
+    put = Dataset.put_at_rest
+
+    def noting(ds):
+        rested.append(ds.name)
+        put(ds)
+
+    monkeypatch.setattr(pipeline, "derive_and_write_adam", watching)
+    monkeypatch.setattr(Dataset, "put_at_rest", noting)
+    result = run_study(STUDY, tmp_path / "out", jobs=1)
+    assert isinstance(seen["sdtm"], FramesAtRest) and isinstance(seen["LB"], CompactFrame)
+    assert {"LB", "DM", "ADSL", "ADLB", "ADQS"} <= set(rested)
+    assert all(isinstance(ds.data, pd.DataFrame) for ds in result.datasets.values())
+    lb = pd.read_sas(tmp_path / "out" / "sdtm" / "lb.xpt", format="xport", encoding="utf-8")
+    assert result.datasets["LB"].data.shape == lb.shape

@@ -222,7 +222,7 @@ def validate_folder(folder: Path, define: Path | None = None, ct=None, study_dir
     ref_folder = reference_folder or (folder.parent / "sdtm" if kind == "ADAM" else None)
     if kind == "ADAM" and (reference_preloaded is not None or (ref_folder and ref_folder.is_dir())):
         ref_frames = reference_preloaded[0] if reference_preloaded is not None else load_datasets(ref_folder)[0]
-        reference = dict(ref_frames)  # DM/TA/TV for dates and windows, EX for treatment dates, all for lineage
+        reference = ref_frames  # DM/TA/TV for dates and windows, EX for treatment dates, all for lineage
     ctx = Context(frames, kind, codelists, load_sdtmig(), labels, widths, facts,
                   planned_windows(frames.get("TV", reference.get("TV"))), reference=reference, folder=folder)
     if study_dir is not None:

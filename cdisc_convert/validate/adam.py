@@ -519,7 +519,7 @@ def _lineage_missing(ctx, frame: pd.DataFrame, codes: np.ndarray, parsed: list[t
 
     for g, part in table.groupby("g", sort=False):
         domain, var = part["domain"].iloc[0], part["var"].iloc[0]
-        sdtm = ctx.domain(domain)
+        sdtm = ctx.domain(domain, columns=["USUBJID", var])
         if sdtm is None or var not in sdtm.columns or "USUBJID" not in sdtm.columns:
             for u in part["u"].unique():
                 missing[records_of(u)] = True

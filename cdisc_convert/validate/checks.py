@@ -36,8 +36,15 @@ class Context:
     trtemfl_windows: dict[str, int] = field(default_factory=dict)  # ADaM dataset -> days after last dose (spec)
     folder: "Path | None" = None  # the folder validated (its lineage/ for ADaM)
 
-    def domain(self, name: str) -> pd.DataFrame | None:
-        return self.datasets.get(name, self.reference.get(name))
+    def domain(self, name: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+        """A dataset validated, else one of the reference (SDTM for ADaM); of a reference held at
+        rest (:class:`~cdisc_convert.at_rest.FramesAtRest`), ``columns`` makes only those."""
+        found = self.datasets.get(name)
+        if found is not None:
+            return found
+        if columns is not None and name in self.reference and hasattr(self.reference, "columns_of"):
+            return self.reference.columns_of(name, columns)
+        return self.reference.get(name)
 
 
 @dataclass
