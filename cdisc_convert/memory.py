@@ -15,6 +15,11 @@ import ctypes.util
 import gc
 from functools import lru_cache, wraps
 
+import numpy as np
+import pandas as pd
+
+_ANCHOR = "__concat_anchor"
+
 
 @lru_cache(maxsize=None)
 def _malloc_trim():
@@ -54,3 +59,35 @@ def fewer_collections(run):
             gc.set_threshold(*before)
 
     return with_fewer_collections
+
+
+def concat_records(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat(parts, ignore_index=True)`` made one column at a time, each part's column let go
+    as soon as it is joined (``parts`` is emptied): the records are not held twice over, as a
+    whole-frame concat holds them (QS at 2,000 subjects: +200 MB for its four sources).
+
+    >>> a = pd.DataFrame({"X": [1, 2], "Y": ["a", "b"]})
+    >>> concat_records([a, pd.DataFrame({"Y": ["c"], "Z": [1.5]})]).to_dict("list")
+    {'X': [1.0, 2.0, nan], 'Y': ['a', 'b', 'c'], 'Z': [nan, nan, 1.5]}
+    """
+    lengths = [len(p) for p in parts]
+    columns = list(dict.fromkeys(c for p in parts for c in p.columns))
+    # parts without records or without columns count differently in pandas' type rules: whole
+    if len(parts) < 2 or any(not n or not len(p.columns) or p.columns.has_duplicates for p, n in zip(parts, lengths)):
+        whole = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        parts.clear()
+        return whole
+    pieces = [{c: p[c] for c in p.columns} for p in parts]
+    parts.clear()
+    out = {}
+    for name in columns:
+        series = [piece.pop(name, None) for piece in pieces]
+        if all(s is not None for s in series) and len({s.dtype for s in series}) == 1:
+            out[name] = pd.concat(series, ignore_index=True)
+        else:  # a part without the column, or types to reconcile: as a whole-frame concat does it (the
+            # anchor keeps a part that lacks the column from counting as an empty frame)
+            out[name] = pd.concat([pd.DataFrame({_ANCHOR: np.zeros(n, dtype=bool), **({name: s} if s is not None else {})},
+                                                index=s.index if s is not None else pd.RangeIndex(n))
+                                   for s, n in zip(series, lengths)], ignore_index=True)[name]
+        del series
+    return pd.DataFrame(out, copy=False)

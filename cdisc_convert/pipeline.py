@@ -385,8 +385,9 @@ def derive_and_write_adam(study_dir: Path, sdtm: Mapping[str, pd.DataFrame], ada
         """Write a dataset as soon as it is derived: its working frame goes before the next one grows."""
         nonlocal writing
         t = time.perf_counter()
-        ds, lineage = adam_dataset(spec, frame)
-        del frame  # the working frame (derive_adam handed over its only reference): gone before writing
+        handed = [frame]  # derive_adam handed over the working frame's only reference: adam_dataset
+        del frame  # lets each of its columns go as the written one is made, the rest before writing
+        ds, lineage = adam_dataset(spec, handed)
         release_freed_memory()
         progress(f"write {ds.name}")
         write_xpt(ds, adam_dir, created)

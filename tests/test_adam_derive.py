@@ -171,3 +171,17 @@ def test_indicators_and_shifts_hold_one_object_per_distinct_value():
     assert out["SHIFT1"].tolist()[:3] == ["NORMAL to LOW", "LOW to NORMAL", ""]
     for col in ("ANRIND", "SHIFT1"):
         assert len({id(v) for v in out[col].tolist()}) == out[col].nunique()
+
+
+def test_base_joins_only_the_keys_and_adds_one_column_at_the_end():
+    """derive_var_base: the other columns are the input's own (not copied by a join of the whole
+    dataset); an existing BASE is replaced and, as before, placed last."""
+    from cdisc_convert.adam.derive import derive_var_base
+
+    f = pd.DataFrame({"USUBJID": ["1", "1", "2", "2"], "PARAMCD": ["A", "A", "A", "B"], "BASE": [0.0] * 4,
+                      "AVAL": [10.0, 12.0, 7.0, 3.0], "ABLFL": ["Y", "", "", "Y"], "NOTE": list("wxyz")},
+                     index=[5, 6, 7, 8])
+    out = derive_var_base(f, ["USUBJID", "PARAMCD"])
+    assert out["BASE"].fillna(-1).tolist() == [10.0, 10.0, -1.0, 3.0]  # subject 2, A: no baseline record
+    assert list(out.columns) == ["USUBJID", "PARAMCD", "AVAL", "ABLFL", "NOTE", "BASE"] and list(out.index) == [5, 6, 7, 8]
+    assert np.shares_memory(out["AVAL"].to_numpy(), f["AVAL"].to_numpy())

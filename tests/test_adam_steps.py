@@ -328,3 +328,53 @@ def test_lineage_text_is_one_object_per_source_record_number():
     src = with_lineage("LB", lb)["__src"]
     assert src.tolist() == ["LB.LBSEQ=1", "LB.LBSEQ=2", "LB.LBSEQ=1"] and src.iloc[0] is src.iloc[2]
     assert with_lineage("DM", lb[["USUBJID"]])["__src"].tolist() == ["DM.USUBJID=1", "DM.USUBJID=1", "DM.USUBJID=2"]
+
+
+def test_records_a_step_adds_are_appended_where_the_working_frame_has_no_other_reference():
+    """add_records / param / tte / summaries: the new records are made, then appended a column at a
+    time while the working frame's columns go (ADQS's three score steps held it twice each); the
+    records and their order are those of a whole-frame concat."""
+    import weakref
+
+    import cdisc_convert.adam.engine as engine
+
+    steps = [{"derive": "start", "from": "VS"},
+             {"derive": "copy", "vars": {"PARAMCD": "VSTESTCD", "AVAL": "VSSTRESN"}},
+             {"derive": "param", "formula": "WEIGHT * 2", "paramcd": "W2", "param": "Twice", "by": ["USUBJID", "VSDTC"]}]
+    specs, sdtm = _two_specs(advs_steps=steps)
+    whole = derive_adam(specs, sdtm)["ADVS"]  # without finish: apply_step, a whole-frame append
+    handed, alive = {}, []
+    append = engine.append_records
+
+    def watching(parts, text_empty=False):
+        alive.append(weakref.ref(parts[0]))
+        out = append(parts, text_empty)
+        handed["emptied"], handed["freed"] = parts == [], alive[-1]() is None
+        return out
+
+    engine.append_records = watching
+    try:
+        got = {}
+        derive_adam(specs, sdtm, finish=lambda spec, frame: got.setdefault(spec.dataset, frame))
+    finally:
+        engine.append_records = append
+    assert handed == {"emptied": True, "freed": True}
+    cols = ["USUBJID", "PARAMCD", "AVAL"]
+    pd.testing.assert_frame_equal(got["ADVS"][cols], whole[cols])
+    assert got["ADVS"]["PARAMCD"].tolist() == ["WEIGHT", "WEIGHT", "WEIGHT", "W2", "W2"]
+
+
+def test_written_dataset_consumes_a_handed_working_frame_and_equals_the_kept_one():
+    from cdisc_convert.adam.output import adam_dataset
+
+    spec = AdamSpec.model_validate({"dataset": "ADVS", "label": "V", "keys": ["USUBJID", "PARAMCD"],
+                                    "variables": ["USUBJID", "PARAMCD", "AVAL", "ADT"], "steps": [{"derive": "start", "from": "VS"}]})
+    frame = pd.DataFrame({"USUBJID": ["2", "1", "1"], "PARAMCD": ["W", "W", "H"], "AVAL": [1.0, 2.0, 3.0],
+                          "ADT": D(["2024-01-01", "2024-01-02", None]), "__src": ["VS.VSSEQ=1", "VS.VSSEQ=2", "VS.VSSEQ=3"]})
+    kept, kept_lineage = adam_dataset(spec, frame)
+    handed = [frame.copy()]
+    ds, lineage = adam_dataset(spec, handed)
+    assert handed == []
+    pd.testing.assert_frame_equal(ds.data, kept.data)
+    pd.testing.assert_frame_equal(lineage, kept_lineage)
+    assert ds.data["USUBJID"].tolist() == ["1", "1", "2"] and lineage["source"].tolist()[0] == "VS.VSSEQ=3"

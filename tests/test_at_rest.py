@@ -88,3 +88,33 @@ def test_any_text_column_comes_back_equal(values, repeat):
     column = pd.Series(values * (repeat + 1), dtype=object)
     frame = pd.DataFrame({"X": shared_text(column), "N": np.arange(len(column), dtype=float)}, copy=False)
     pd.testing.assert_frame_equal(CompactFrame.of(frame).frame(), frame)
+
+
+_COLUMN = st.sampled_from([
+    ("TEXT", lambda n: pd.Series(["a", "b", ""] * n, dtype=object)[:n]),
+    ("TEXT", lambda n: pd.Series([1.5] * n)),  # the same name, a number in another part: reconciled
+    ("NUM", lambda n: pd.Series(np.arange(n, dtype=float))),
+    ("INT", lambda n: pd.Series(np.arange(n, dtype=np.int64))),
+    ("FLAG", lambda n: pd.Series([True, False] * n)[:n]),
+    ("DATE", lambda n: pd.Series(pd.to_datetime(["2024-01-01"] * n))),
+    ("STR", lambda n: pd.Series(["x"] * n)),  # pandas' own string dtype
+])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=4), st.lists(_COLUMN, min_size=0, max_size=5)),
+                min_size=1, max_size=4))
+def test_records_concatenated_a_column_at_a_time_equal_a_whole_frame_concat(shapes):
+    from cdisc_convert.memory import concat_records
+
+    parts = []
+    for rows, columns in shapes:
+        frame = pd.DataFrame(index=pd.RangeIndex(rows))
+        for name, make in columns:
+            frame[name] = make(rows).to_numpy() if name != "STR" else make(rows).set_axis(frame.index)
+        parts.append(frame)
+    expected = pd.concat(parts, ignore_index=True)
+    given_parts = list(parts)
+    got = concat_records(given_parts)
+    pd.testing.assert_frame_equal(got, expected)
+    assert given_parts == []

@@ -303,7 +303,10 @@ def derive_var_extreme_flag(dataset: pd.DataFrame, by_vars: list[str], order: li
     ['', '', 'Y']
     """
     out = dataset.copy(deep=False)  # copy-on-write (pandas 3): columns are shared until replaced
-    eligible = out if filter_ is None else out[filter_.reindex(out.index).fillna(False).astype(bool)]
+    # only the group and order columns are filtered and sorted: copying every column twice cost
+    # ADQS +180 MB at 2,000 subjects
+    eligible = out[list(dict.fromkeys([*by_vars, *order]))]
+    eligible = eligible if filter_ is None else eligible[filter_.reindex(out.index).fillna(False).astype(bool)]
     ordered = eligible.sort_values(order, ascending=ascending or True, kind="stable", na_position="first")
     grouped = ordered.groupby(by_vars, sort=False, dropna=False)
     picked = grouped.tail(1).index if mode == "last" else grouped.head(1).index
@@ -346,9 +349,12 @@ def derive_var_base(dataset: pd.DataFrame, by_vars: list[str], source_var: str =
     [10.0, 10.0, nan]
     """
     base = dataset.loc[dataset[flag] == "Y", [*by_vars, source_var]].drop_duplicates(by_vars)
-    out = dataset.drop(columns=[new_var], errors="ignore")
-    return out.merge(base.rename(columns={source_var: new_var}), on=by_vars, how="left", sort=False) \
-        .set_axis(dataset.index)
+    # the keys alone are joined (one baseline per group: the rows keep their number and order),
+    # then the one new column added: a join of the whole dataset copied every column
+    found = dataset[by_vars].merge(base.rename(columns={source_var: new_var}), on=by_vars, how="left", sort=False)
+    out = dataset.drop(columns=[new_var]) if new_var in dataset.columns else dataset.copy(deep=False)
+    out[new_var] = found[new_var].set_axis(dataset.index)
+    return out
 
 
 def derive_var_chg(dataset: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import pandas as pd
 from ..errors import ConversionError
 from ..spec import Condition
 from ..sdtm.rules import RuleContext, evaluate_condition
-from ..memory import release_freed_memory
+from ..memory import concat_records, release_freed_memory
 from ..text import as_text, joined_by_group, on_distinct, on_unique
 from . import derive, scores
 from ..expr import ExpressionError, condition as expression_condition, evaluate as evaluate_expression
@@ -297,27 +297,11 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
     if isinstance(step, Trtemfl):
         _need(frame, ["ASTDT", "AENDT", "TRTSDT", "TRTEDT"], spec, where)
         return derive.derive_var_trtemfl(frame, end_window=step.window)
-    if isinstance(step, AddRecords):
-        other = run.get(step.from_)
-        other = other if SRC in other.columns else with_lineage(step.from_, other)
-        rows = other[_mask(step.filter, other, spec, where)]
-        _need(rows, step.vars.values(), spec, where)
-        added = pd.DataFrame({new: rows[old].values for new, old in step.vars.items()})
-        added[SRC] = rows[SRC].values
-        for var, table in step.recode.items():
-            added[var] = as_text(added[var]).map({str(k): v for k, v in table.items()}).fillna(added[var])
-        for var, value in step.assign.items():
-            added[var] = value
-        return pd.concat([frame, added], ignore_index=True)
+    added = added_records(step, frame, run, spec, i)
+    if added is not None:
+        return append_records([frame, added[0]], added[1])
     if isinstance(step, DropRecords):
         return frame[~_mask(step.when, frame, spec, where)].reset_index(drop=True)
-    if isinstance(step, ParamComputed):
-        added = computed_parameters(step, frame, spec, where)
-        for var, value in step.assign.items():
-            added[var] = _settle(_value(value, added, spec, (*where, "assign", var)))
-        return _append(frame, added) if step.formula is not None else pd.concat([frame, added], ignore_index=True)
-    if isinstance(step, Tte):
-        return pd.concat([frame, time_to_event(step, frame, run, spec, where)], ignore_index=True)
     if isinstance(step, Base):
         _need(frame, [*step.by, step.var, step.flag], spec, where)
         out = derive.derive_var_base(frame, step.by, step.var, step.new, step.flag)
@@ -328,22 +312,6 @@ def apply_step(step, frame: pd.DataFrame | None, run: AdamRun, spec: AdamSpec, i
     if isinstance(step, Pchg):
         _need(frame, ["AVAL", "BASE"], spec, where)
         return derive.derive_var_pchg(frame)
-    if isinstance(step, Summary):
-        _need(frame, [*step.by, *step.analysis], spec, where)
-        flt = _mask(step.filter, frame, spec, where) if step.filter else None
-        added = derive.derive_summary_records(frame, step.by, step.analysis, flt)
-        for var, value in step.assign.items():
-            added[var] = _settle(_value(value, added, spec, (*where, "assign", var)))
-        return _append(frame, added)
-    if isinstance(step, ExtremeRecords):
-        source = get(step.from_ or spec.dataset)
-        source = source if SRC in source.columns else with_lineage(step.from_, source)
-        _need(source, [*step.by, *step.order], spec, where)
-        flt = _mask(step.filter, source, spec, where) if step.filter else None
-        added = derive.derive_extreme_records(source, step.by, step.order, step.mode, flt)
-        for var, value in step.assign.items():
-            added[var] = _settle(_value(value, added, spec, (*where, "assign", var)))
-        return _append(frame, added)
     if isinstance(step, ExtremeEvent):
         return extreme_event(step, frame, get, spec, where)
     if isinstance(step, CaseWhen):
@@ -382,15 +350,62 @@ def _sort_keys(order: list[str]) -> tuple[list[str], list[bool]]:
     return names, ascending
 
 
-def _append(frame: pd.DataFrame, added: pd.DataFrame) -> pd.DataFrame:
-    """Records added to a dataset: text variables they do not have are empty, not NaN."""
-    out = pd.concat([frame, added], ignore_index=True)
-    for col in frame.columns:
-        if col not in added.columns and frame[col].dtype == object:
-            out[col] = out[col].fillna("")
-    for col in added.columns:
-        if col not in frame.columns and added[col].dtype == object:
-            out[col] = out[col].fillna("")
+def added_records(step, frame: pd.DataFrame, run: AdamRun, spec: AdamSpec, i) -> tuple[pd.DataFrame, bool] | None:
+    """The records a step adds to the dataset (add_records, param, tte), and whether text
+    variables only one side has are empty rather than NaN; None for any other step."""
+    where = ("steps", i) if isinstance(i, int) else i
+    if isinstance(step, AddRecords):
+        other = run.get(step.from_)
+        other = other if SRC in other.columns else with_lineage(step.from_, other)
+        rows = other[_mask(step.filter, other, spec, where)]
+        _need(rows, step.vars.values(), spec, where)
+        added = pd.DataFrame({new: rows[old].values for new, old in step.vars.items()})
+        added[SRC] = rows[SRC].values
+        for var, table in step.recode.items():
+            added[var] = as_text(added[var]).map({str(k): v for k, v in table.items()}).fillna(added[var])
+        for var, value in step.assign.items():
+            added[var] = value
+        return added, False
+    if isinstance(step, ParamComputed):
+        added = computed_parameters(step, frame, spec, where)
+        for var, value in step.assign.items():
+            added[var] = _settle(_value(value, added, spec, (*where, "assign", var)))
+        return added, step.formula is not None
+    if isinstance(step, Tte):
+        return time_to_event(step, frame, run, spec, where), False
+    if isinstance(step, Summary):
+        _need(frame, [*step.by, *step.analysis], spec, where)
+        flt = _mask(step.filter, frame, spec, where) if step.filter else None
+        added = derive.derive_summary_records(frame, step.by, step.analysis, flt)
+        for var, value in step.assign.items():
+            added[var] = _settle(_value(value, added, spec, (*where, "assign", var)))
+        return added, True
+    if isinstance(step, ExtremeRecords):
+        if step.from_ and step.from_ != spec.dataset:
+            source = run.get(step.from_)
+        else:  # the dataset being derived, as it stands
+            source = frame
+        source = source if SRC in source.columns else with_lineage(step.from_, source)
+        _need(source, [*step.by, *step.order], spec, where)
+        flt = _mask(step.filter, source, spec, where) if step.filter else None
+        added = derive.derive_extreme_records(source, step.by, step.order, step.mode, flt)
+        for var, value in step.assign.items():
+            added[var] = _settle(_value(value, added, spec, (*where, "assign", var)))
+        return added, True
+    return None
+
+
+def append_records(parts: list[pd.DataFrame], text_empty: bool = False) -> pd.DataFrame:
+    """``[frame, added]`` as one frame, the added records after (``parts`` is emptied: handed the
+    only reference to the working frame, its columns go as the joined ones are made).
+    ``text_empty``: text variables one side does not have are empty, not NaN."""
+    frame, added = parts
+    fill = [c for c in frame.columns if c not in added.columns and frame[c].dtype == object] + \
+        [c for c in added.columns if c not in frame.columns and added[c].dtype == object] if text_empty else []
+    del frame, added
+    out = concat_records(parts)
+    for col in fill:
+        out[col] = out[col].fillna("")
     return out
 
 
@@ -473,7 +488,7 @@ def restrict(step: Restrict, frame: pd.DataFrame, run: AdamRun, spec: AdamSpec, 
             raise ConversionError(f"'{inner.derive}' cannot be restricted", dataset=spec.dataset,
                                   spec=spec.line_of(*where, "steps", k))
         part = apply_step(inner, part, run, spec, (*where, "steps", k))
-    out = _append(numbered[~mask.to_numpy()], part)
+    out = append_records([numbered[~mask.to_numpy()], part], text_empty=True)
     # records keep their places; records the nested steps added (summaries ...) come last
     out = out.sort_values(order, kind="stable", na_position="last").drop(columns=order).reset_index(drop=True)
     return out
@@ -514,7 +529,9 @@ def computed_parameters(step: ParamComputed, frame: pd.DataFrame, spec: AdamSpec
         keep_cols = [*by, *keep, "PARAMCD", "PARAM", "AVAL", "AVALC", SRC]
         return out[[c for c in keep_cols if c in out.columns]]
     # questionnaire scores: wide items per subject and date
-    items = frame[frame["PARAMCD"].isin(step.inputs.values())]
+    # only the columns the scores read: the item records are half of ADQS, every column copied was 150 MB
+    read = [c for c in dict.fromkeys([*by, *keep, "PARAMCD", "AVAL", SRC]) if c in frame.columns]
+    items = frame.loc[frame["PARAMCD"].isin(step.inputs.values()), read]
     if items.empty:
         return frame.iloc[0:0]
     role_of = {code: role for role, code in step.inputs.items()}
@@ -665,7 +682,15 @@ def derive_adam(specs: list[AdamSpec], sdtm: dict[str, pd.DataFrame], progress=l
             try:
                 while i < len(spec.steps):
                     progress(f"{spec.dataset}: step {i + 1}/{len(spec.steps)} ({spec.steps[i].derive})")
-                    frame = apply_step(spec.steps[i], frame, run, spec, i)
+                    added = added_records(spec.steps[i], frame, run, spec, i) \
+                        if finish is not None and frame is not None else None
+                    if added is not None:  # appended where the working frame has no other reference
+                        parts, text_empty = [frame, added[0]], added[1]
+                        frame = added = None
+                        state[spec.dataset] = (i, None)
+                        frame = append_records(parts, text_empty)
+                    else:
+                        frame = apply_step(spec.steps[i], frame, run, spec, i)
                     if isinstance(spec.steps[i], Start):
                         source_columns[spec.dataset] = set(frame.columns)
                     # without finish, the working frames are returned whole

@@ -56,8 +56,14 @@ def sas_datetime(values: pd.Series) -> pd.Series:
     return ((pd.to_datetime(values) - SAS_EPOCH).dt.total_seconds()).astype(float)
 
 
-def adam_dataset(spec: AdamSpec, frame: pd.DataFrame) -> tuple[Dataset, pd.DataFrame]:
-    """The dataset to write, and its lineage (keys + source records)."""
+def adam_dataset(spec: AdamSpec, frame: pd.DataFrame | list[pd.DataFrame]) -> tuple[Dataset, pd.DataFrame]:
+    """The dataset to write, and its lineage (keys + source records).
+
+    ``frame`` handed over as a one-item list (emptied here; the caller keeps no other reference):
+    each working column goes as soon as its written column is made, so the two are not both held
+    whole (ADQS at 2,000 subjects: the working frame is 290 MB)."""
+    if isinstance(frame, list):
+        frame = frame.pop()
     labels, formats, kinds = {}, {}, {}
     for i, var in enumerate(spec.variables):
         name = var if isinstance(var, str) else var.name
@@ -76,9 +82,13 @@ def adam_dataset(spec: AdamSpec, frame: pd.DataFrame) -> tuple[Dataset, pd.DataF
     written_keys = {k: _written(k, frame[k], kinds[k], formats) for k in keys}
     order = (pd.DataFrame(written_keys).reset_index(drop=True).sort_values(keys, kind="stable").index.to_numpy()
              if keys else np.arange(len(frame)))
+    source = frame[SRC] if SRC in frame.columns else None
+    working = {name: frame[name] for name in labels if name not in written_keys}
+    del frame  # the working columns live on only in ``working``, each until its written column is made
     columns = {}
     for name in labels:
-        values = written_keys[name] if name in written_keys else _written(name, frame[name], kinds[name], formats)
+        values = written_keys[name] if name in written_keys else _written(name, working.pop(name), kinds[name],
+                                                                         formats)
         columns[name] = values.iloc[order].reset_index(drop=True)
         del values
     data = pd.DataFrame(columns, copy=False)
@@ -86,8 +96,8 @@ def adam_dataset(spec: AdamSpec, frame: pd.DataFrame) -> tuple[Dataset, pd.DataF
     formats = {name: formats[name] for name in labels if name in formats}  # in the variables' order
     # the written text columns shared, not copied (copy-on-write): ADQS's keys are 50 MB a copy
     lineage = pd.DataFrame({k: data[k] if is_plain_text(data[k]) else as_text(data[k]) for k in keys}, copy=False)
-    if SRC in frame.columns:
-        source = frame[SRC].iloc[order]
+    if source is not None:
+        source = source.iloc[order]
         lineage["source"] = (source if is_plain_text(source) else as_text(source)).to_numpy()
     else:
         lineage["source"] = ""

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConversionError
+from ..memory import concat_records
 from ..metadata import Codelist, Sdtmig, load_sdtmig
 from ..text import as_text, char_lengths
 from ..spec import DomainSpec, Rule, Source, StudyConfig, load_domain_spec
@@ -280,7 +281,7 @@ def map_domain_records(spec: DomainSpec, forms: dict[str, pd.DataFrame], study: 
         frames.append(out)
         # once per source row (a findings row feeds one record per test)
         run.used_sources.update(s for src in pd.unique(rows["__src"].to_numpy(dtype=object)) for s in str(src).split(" + "))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return concat_records(frames)  # the sources' records, not held twice over
 
 
 def _context(spec, rows, out, study, codelists, form, run) -> RuleContext:
