@@ -59,10 +59,11 @@ class Dataset:
 
     def put_at_rest(self) -> None:
         """Hold ``data`` compact (:class:`~cdisc_convert.at_rest.CompactFrame`) while a later phase
-        waits for it; ``len(data)`` and ``data.columns`` still answer. The widths are kept."""
-        from .at_rest import CompactFrame
+        waits for it; ``len(data)`` and ``data.columns`` still answer. The widths are kept. A
+        dataset of fewer than ``AT_REST_MIN_RECORDS`` records stays as it is."""
+        from .at_rest import AT_REST_MIN_RECORDS, CompactFrame
 
-        if not isinstance(self.data, CompactFrame):
+        if not isinstance(self.data, CompactFrame) and len(self.data) >= AT_REST_MIN_RECORDS:
             self.data, self.texts = CompactFrame.of(self.data), None
 
     def restore(self) -> None:

@@ -67,7 +67,19 @@ def test_only_the_columns_asked_for_are_made():
     assert list(frames) == ["LB"] and len(frames) == 1
 
 
+def test_a_small_dataset_stays_as_it_is():
+    ds = Dataset("LB", "Laboratory Test Results", _lb(), {c: c for c in _lb().columns})
+    frame = ds.data
+    ds.put_at_rest()
+    assert ds.data is frame
+    frames = FramesAtRest({"LB": frame})
+    assert frames["LB"] is frame and list(frames.columns_of("LB", ["LBSEQ", "USUBJID"]).columns) == ["USUBJID", "LBSEQ"]
+
+
 def test_a_dataset_at_rest_keeps_its_widths_and_its_text_facts_come_back_without_measuring(monkeypatch):
+    import cdisc_convert.at_rest as at_rest
+
+    monkeypatch.setattr(at_rest, "AT_REST_MIN_RECORDS", 1)
     ds = Dataset("LB", "Laboratory Test Results", _lb(), {c: c for c in _lb().columns})
     texts, widths = ds.text_facts()
     ds.put_at_rest()

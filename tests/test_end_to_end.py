@@ -186,13 +186,17 @@ def test_sdtm_working_frames_are_freed_once_their_dataset_and_lineage_are_built(
     assert not [c for c in run.domains["LB"].data.columns if c.startswith("@") or c in ("__folder", "__source_index")]
 
 
-def test_sdtm_waits_at_rest_while_adam_derives_and_the_caller_gets_frames(tmp_path, monkeypatch):
+def test_sdtm_waits_at_rest_while_adam_derives_and_the_caller_gets_frames(tmp_path, monkeypatch, example_out):
     # memory: once SDTM is written, its datasets wait as codes (cdisc_convert.at_rest); ADaM steps
     # and ADaM validation make a domain whole only when they read it, and a written ADaM dataset
-    # waits the same way while the next one derives
+    # waits the same way while the next one derives. The example's datasets are too small to be
+    # compacted in a run: here every one is, and the files are the same bytes.
+    import cdisc_convert.at_rest as at_rest
     import cdisc_convert.pipeline as pipeline
     from cdisc_convert.at_rest import CompactFrame, FramesAtRest
     from cdisc_convert.writers import Dataset
+
+    monkeypatch.setattr(at_rest, "AT_REST_MIN_RECORDS", 1)
 
     seen, rested = {}, []
     derive = pipeline.derive_and_write_adam
@@ -216,3 +220,7 @@ def test_sdtm_waits_at_rest_while_adam_derives_and_the_caller_gets_frames(tmp_pa
     assert all(isinstance(ds.data, pd.DataFrame) for ds in result.datasets.values())
     lb = pd.read_sas(tmp_path / "out" / "sdtm" / "lb.xpt", format="xport", encoding="utf-8")
     assert result.datasets["LB"].data.shape == lb.shape
+    files = sorted(p.relative_to(example_out) for p in example_out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*") if p.is_file())
+    for rel in files:
+        assert (example_out / rel).read_bytes() == (tmp_path / "out" / rel).read_bytes(), rel
