@@ -4,7 +4,7 @@ The SDTM datasets wait while ADaM is derived (ADaM reads a few domains, its vali
 lineage against them), and each ADaM dataset, once written, waits for define.xml and validation
 while the next one is derived. A text column of a million records holds an 8-byte pointer a record
 even when its few hundred terms are shared objects; at rest it holds a 1-4 byte code into its
-distinct values instead (LB and QS at 2,000 subjects: 258 MB of pointers, about 50 MB of codes).
+distinct values instead (LB and QS at 2,000 subjects: 260 MB of pointers, about 40 MB of codes).
 
 A phase that reads a dataset at rest gets an ordinary pandas frame back (:meth:`CompactFrame.frame`),
 made on access and not kept: the same values, the same column order and types, each text column
@@ -59,11 +59,11 @@ class TextCodes:
 
 
 def _addresses(column: np.ndarray) -> np.ndarray:
-    """The addresses of the objects a contiguous ``object`` array holds, as a uint64 view of it
-    (numpy has no such view of an object array; ``column`` keeps the objects alive meanwhile)."""
+    """The addresses of the objects a contiguous ``object`` array holds, as an unsigned integer view
+    of it (numpy has no such view of an object array; ``column`` keeps the objects alive meanwhile)."""
     if not len(column):
-        return np.zeros(0, dtype=np.uint64)
-    return np.ctypeslib.as_array((ctypes.c_uint64 * len(column)).from_address(column.ctypes.data))
+        return np.zeros(0, dtype=np.uintp)
+    return np.ctypeslib.as_array((ctypes.c_size_t * len(column)).from_address(column.ctypes.data))
 
 
 # fewer records than this are not worth compacting: a column's pointers are under 400 KB, and

@@ -41,7 +41,7 @@ class Dataset:
 
     name: str
     label: str
-    data: pd.DataFrame
+    data: pd.DataFrame  # a CompactFrame while put at rest (put_at_rest / restore)
     labels: dict[str, str]
     keys: list[str] = field(default_factory=list)
     record_ids: list[str] | None = None  # how to name a record in errors (e.g. USUBJID + --SEQ)
@@ -262,7 +262,7 @@ class XptFile:
 
     name: str
     label: str
-    data: pd.DataFrame
+    data: pd.DataFrame  # a CompactFrame while put at rest (put_at_rest / restore)
     labels: dict[str, str]
     widths: dict[str, int]
     formats: dict[str, str]

@@ -352,12 +352,15 @@ def test_records_a_step_adds_are_appended_where_the_working_frame_has_no_other_r
         handed["emptied"], handed["freed"] = parts == [], alive[-1]() is None
         return out
 
+    import cdisc_convert.memory as memory
+
     engine.append_records = watching
+    small, memory.COLUMNWISE_MIN_RECORDS = memory.COLUMNWISE_MIN_RECORDS, 0  # a column at a time, however few
     try:
         got = {}
         derive_adam(specs, sdtm, finish=lambda spec, frame: got.setdefault(spec.dataset, frame))
     finally:
-        engine.append_records = append
+        engine.append_records, memory.COLUMNWISE_MIN_RECORDS = append, small
     assert handed == {"emptied": True, "freed": True}
     cols = ["USUBJID", "PARAMCD", "AVAL"]
     pd.testing.assert_frame_equal(got["ADVS"][cols], whole[cols])

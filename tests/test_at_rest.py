@@ -117,7 +117,9 @@ _COLUMN = st.sampled_from([
 @given(st.lists(st.tuples(st.integers(min_value=0, max_value=4), st.lists(_COLUMN, min_size=0, max_size=5)),
                 min_size=1, max_size=4))
 def test_records_concatenated_a_column_at_a_time_equal_a_whole_frame_concat(shapes):
-    from cdisc_convert.memory import concat_records
+    from unittest import mock
+
+    import cdisc_convert.memory as memory
 
     parts = []
     for rows, columns in shapes:
@@ -127,6 +129,7 @@ def test_records_concatenated_a_column_at_a_time_equal_a_whole_frame_concat(shap
         parts.append(frame)
     expected = pd.concat(parts, ignore_index=True)
     given_parts = list(parts)
-    got = concat_records(given_parts)
+    with mock.patch.object(memory, "COLUMNWISE_MIN_RECORDS", 0):  # a column at a time, however few
+        got = memory.concat_records(given_parts)
     pd.testing.assert_frame_equal(got, expected)
     assert given_parts == []
