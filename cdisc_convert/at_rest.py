@@ -117,6 +117,11 @@ class CompactFrame:
         return pd.DataFrame(out, index=pd.RangeIndex(self._rows), columns=wanted, copy=False)
 
 
+def at_rest(frame: pd.DataFrame) -> CompactFrame | pd.DataFrame:
+    """``frame`` at rest, or as it is when it has fewer than :data:`AT_REST_MIN_RECORDS` records."""
+    return CompactFrame.of(frame) if len(frame) >= AT_REST_MIN_RECORDS else frame
+
+
 class FramesAtRest(Mapping):
     """Data frames by dataset name, kept at rest; ``frames[name]`` gives one back as a DataFrame
     (made on each access: a phase takes it once). ``name in frames`` and ``len`` make none.

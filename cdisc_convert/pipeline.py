@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 import pandas as pd
 
 from . import __version__
-from .at_rest import AT_REST_MIN_RECORDS, CompactFrame, FramesAtRest
+from .at_rest import FramesAtRest, at_rest
 from .errors import ConversionError
 from .memory import fewer_collections, release_freed_memory
 from .parallel import Branch, default_jobs
@@ -428,8 +428,8 @@ def run_adam_only(study_dir: Path, out_dir: Path, sdtm_dir: Path | None = None,
     check_output_folder(out_dir / "adam", (study_dir,))
     study = load_study_identity(study_dir / STUDY_FILE)
     # compact while ADaM derives: each domain is made whole again only when a step reads it
-    sdtm = FramesAtRest({n: CompactFrame.of(f) if len(f) >= AT_REST_MIN_RECORDS else f
-                         for n, f in read_sdtm_folder(Path(sdtm_dir) if sdtm_dir else out_dir / "sdtm").items()})
+    sdtm = FramesAtRest({n: at_rest(f) for n, f in read_sdtm_folder(Path(sdtm_dir) if sdtm_dir
+                                                                  else out_dir / "sdtm").items()})
     timings: dict[str, float] = {"read": time.perf_counter() - t0}
     created = str(study.study.get("created", DEFAULT_CREATED))
     with atomic_output(out_dir / "adam") as tmp:

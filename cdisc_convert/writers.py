@@ -61,10 +61,12 @@ class Dataset:
         """Hold ``data`` compact (:class:`~cdisc_convert.at_rest.CompactFrame`) while a later phase
         waits for it; ``len(data)`` and ``data.columns`` still answer. The widths are kept. A
         dataset of fewer than ``AT_REST_MIN_RECORDS`` records stays as it is."""
-        from .at_rest import AT_REST_MIN_RECORDS, CompactFrame
+        from .at_rest import CompactFrame, at_rest
 
-        if not isinstance(self.data, CompactFrame) and len(self.data) >= AT_REST_MIN_RECORDS:
-            self.data, self.texts = CompactFrame.of(self.data), None
+        if not isinstance(self.data, CompactFrame):
+            self.data = at_rest(self.data)
+            if isinstance(self.data, CompactFrame):
+                self.texts = None  # they held the text columns the codes replace
 
     def restore(self) -> None:
         """``data`` as a DataFrame again, after :meth:`put_at_rest`; its text columns are the

@@ -72,6 +72,9 @@ def test_a_small_dataset_stays_as_it_is():
     frame = ds.data
     ds.put_at_rest()
     assert ds.data is frame
+    from cdisc_convert.at_rest import at_rest
+
+    assert at_rest(frame) is frame and isinstance(at_rest(pd.concat([frame] * 50, ignore_index=True)), CompactFrame)
     frames = FramesAtRest({"LB": frame})
     assert frames["LB"] is frame and list(frames.columns_of("LB", ["LBSEQ", "USUBJID"]).columns) == ["USUBJID", "LBSEQ"]
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..at_rest import FramesAtRest
 from ..metadata import VALUE_LEVEL_CODELISTS, Codelist, Sdtmig
 from ..sdtm.derive import dtc_date, parse_result
 from ..text import as_text, on_unique
@@ -42,7 +43,7 @@ class Context:
         found = self.datasets.get(name)
         if found is not None:
             return found
-        if columns is not None and name in self.reference and hasattr(self.reference, "columns_of"):
+        if columns is not None and isinstance(self.reference, FramesAtRest) and name in self.reference:
             return self.reference.columns_of(name, columns)
         return self.reference.get(name)
 
