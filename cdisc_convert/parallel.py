@@ -42,6 +42,28 @@ def default_jobs(records: int = 0) -> int:
     return 2 if cores >= 2 and can_fork() and records <= PARALLEL_RECORDS else 1
 
 
+class FirstToCome:
+    """A task for whichever process of the run comes to it first (the one that finished its own
+    work sooner, so the two end together): a one-byte token in a pipe that both hold after the
+    fork. A read from a pipe is atomic, so exactly one of them gets it; in one process, the first
+    caller does.
+    """
+
+    def __init__(self):
+        self._read, write = os.pipe()
+        os.write(write, b"1")
+        os.close(write)  # once the token is taken, a read finds the end of the pipe at once
+
+    def take(self) -> bool:
+        """True for the first caller of any process; False ever after."""
+        return self._read is not None and os.read(self._read, 1) == b"1"
+
+    def close(self) -> None:
+        if self._read is not None:
+            os.close(self._read)
+            self._read = None
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

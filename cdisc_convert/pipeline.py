@@ -22,7 +22,7 @@ from . import __version__
 from .at_rest import FramesAtRest, at_rest
 from .errors import ConversionError
 from .memory import fewer_collections, release_freed_memory
-from .parallel import Branch, default_jobs
+from .parallel import Branch, FirstToCome, default_jobs
 from .text import as_text, is_plain_text, on_unique, shared_text
 from .metadata import Sdtmig, Terminology, load_sdtmig, load_terminology
 from .readers import read_csv_forms, read_odm_forms, read_sas_forms
@@ -549,7 +549,6 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
     import time
 
     timings: dict[str, float] = {}
-    validation: dict[str, dict[str, int]] = {}
     t0 = time.perf_counter()
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
@@ -572,6 +571,57 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
     crf_design = load_crf_design(study, study_dir, edc)  # the EDC's CRF design, when the export carries one
     visits = visit_forms(raw_forms, study) if crf_design is not None else []
     timings["read"] = time.perf_counter() - t0
+    with atomic_output(Path(out_dir)) as tmp:
+        # the aCRF needs the specs and the CRF design only: drawn in a second process while SDTM
+        # is mapped (the core would idle), unless the run is to use one
+        crf_branch = Branch(lambda report: _draw_acrf(tmp, crf_design, specs, study, visits, report), progress,
+                            parallel=jobs != 1 and default_jobs() > 1) if crf_design is not None else None
+        try:
+            def sdtm_progress(message: str) -> None:
+                if crf_branch is not None:
+                    crf_branch.poll()
+                progress(message)
+
+            result = _run_in(tmp, study_dir, study, specs, raw_forms, input_files, timings, ct, sdtm_progress,
+                             stylesheet, jobs, crf_branch)
+        except Exception as failed:
+            if crf_branch is not None:  # its error first, as in one process, where it is drawn first
+                try:
+                    crf_branch.join()
+                except Exception as first:
+                    raise first from None
+            raise failed
+        except BaseException:
+            if crf_branch is not None:
+                crf_branch.cancel()
+            raise
+    datasets, adam, run, recon_summary = result
+    for ds in datasets.values():  # the caller gets DataFrames
+        ds.restore()
+    timings["total"] = time.perf_counter() - t0
+    return RunResult(Path(out_dir), {**datasets, **adam}, run.excluded, run.deviations, timings,
+                     recon_summary["source_rows"])
+
+
+def _draw_acrf(tmp: Path, crf_design, specs, study, visits, report: Callable[[str], None]):
+    """The annotated CRF (``acrf.pdf``, ``acrf.html``); where each annotation landed, for define.xml
+    and the spec workbook to link to."""
+    from .acrf import plan_acrf, write_acrf
+
+    crf_plan = plan_acrf(crf_design, specs)
+    report("annotated CRF")
+    write_acrf(tmp, crf_design, specs, study, visits, __version__, crf_plan)
+    return crf_plan.where
+
+
+def _run_in(tmp: Path, study_dir: Path, study: StudyConfig, specs: list[DomainSpec], raw_forms: dict[str, pd.DataFrame],
+            input_files: list[Path], timings: dict, ct, progress: Callable[[str], None], stylesheet, jobs,
+            crf_branch: Branch | None):
+    """:func:`run_study` from the mapping on, writing into its temporary folder ``tmp``; empties
+    ``raw_forms`` once they are mapped."""
+    import time
+
+    validation: dict[str, dict[str, int]] = {}
     t1 = time.perf_counter()
     terminology = load_terminology(ct, study_dir)
     run, datasets, _se = convert_sdtm(study, specs, raw_forms, progress, terminology)
@@ -581,7 +631,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
     recon_summary = {"source_rows": int(len(recon)), "mapped": int((recon.status == "mapped").sum()),
                      "excluded": recon[recon.status == "excluded"].groupby("detail").size().to_dict()}
     run.domains.clear()  # the typed datasets carry on; the working frames are no longer needed
-    del raw_forms
+    raw_forms.clear()  # the caller's dict: its forms' row ids go now
     release_freed_memory()  # the working frames' pages: writing starts from the typed datasets' size
     timings["map_and_derive"] = time.perf_counter() - t1
     created = str(study.study.get("created", DEFAULT_CREATED))
@@ -589,113 +639,116 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
     check_sdtm_datasets(datasets, lineage)
     from .validate import in_memory
     sdtm_loaded = in_memory(datasets)
-    crf_plan = None
-    if crf_design is not None:  # where each annotation lands: define.xml and the workbook link to the pages
-        from .acrf import plan_acrf
-        crf_plan = plan_acrf(crf_design, specs)
-    crf_pages = crf_plan.where if crf_plan is not None else None
-    with atomic_output(Path(out_dir)) as tmp:
+    metadata = variable_metadata(datasets, specs, load_sdtmig())  # for metadata.json and the workbook
+    # where each annotation landed: define.xml and the workbook link to the aCRF's pages
+    crf_pages = crf_branch.join() if crf_branch is not None else None
 
-        def sdtm_branch(report: Callable[[str], None]) -> dict:
-            """SDTM files, their validation, the aCRF and the spec workbook: everything that needs
-            the SDTM datasets but not ADaM (in a second process when the run has two cores)."""
-            done: dict = {"timings": {}, "validation": {}}
-            write_sdtm_files(tmp / "sdtm", datasets, lineage, recon, created, study.studyid, report, done["timings"])
-            lineage.clear()  # written: what follows does not need them, so their memory goes now
-            release_freed_memory()
-            if crf_plan is not None:
-                report("annotated CRF")
-                from .acrf import write_acrf
-                write_acrf(tmp, crf_design, specs, study, visits, __version__, crf_plan)
-            report("validate SDTM")
-            t = time.perf_counter()
-            done["validation"]["sdtm"] = _validate_and_report(tmp, "sdtm", sdtm_loaded, sdtm_loaded, study_dir,
-                                                              terminology)
-            done["timings"]["validate_sdtm"] = time.perf_counter() - t
-            (tmp / "lineage" / "rules.json").write_text(json.dumps(_rule_lineage(specs), indent=1, sort_keys=True)
-                                                        + "\n")
-            metadata = variable_metadata(datasets, specs, load_sdtmig())
-            (tmp / "metadata.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
-            report("spec.xlsx")
-            from .spec_workbook import write_spec_workbook
-            write_spec_workbook(study_dir, tmp / "spec.xlsx", metadata, terminology=terminology, crf_pages=crf_pages)
-            # after SDTM validation, as in one process: the validator reads a define.xml it finds
-            report("define.xml SDTM")
-            t = time.perf_counter()
-            from .define_xml import from_datasets, write_sdtm_define
-            write_sdtm_define(study_dir, tmp, study, created, stylesheet, from_datasets(datasets), terminology,
-                              crf_pages)
-            done["timings"]["define_sdtm"] = time.perf_counter() - t
-            release_freed_memory()  # define's XML trees
-            return done
-
-        parallel = (jobs or default_jobs(sum(len(ds.data) for ds in datasets.values()))) > 1
-        branch = Branch(sdtm_branch, progress, parallel=parallel)
-        if not branch.forked:
-            branch.join()  # it ran already: an error of its stops the run before ADaM
-        del recon
-        # written (or being written by the branch, from its own copy): while ADaM is derived and
-        # validated, SDTM waits compact; ADaM takes the domains it reads, its validation their lineage
-        for ds in datasets.values():
-            ds.put_at_rest()
-        sdtm_at_rest = FramesAtRest({n: d.data for n, d in datasets.items()})
-        sdtm_loaded = (sdtm_at_rest, *sdtm_loaded[1:])
-        release_freed_memory()  # the pointers of SDTM's text columns
-        try:
-            def adam_progress(message: str) -> None:  # the SDTM branch's messages, as they come, then ours
-                branch.poll()
-                progress(message)
-
-            if branch.forked:  # the child writes its copy of the lineage; this one is not needed here
-                lineage.clear()
-                release_freed_memory()
-            adam = derive_and_write_adam(study_dir, sdtm_at_rest, tmp / "adam", created, study.studyid,
-                                         adam_progress, timings)
-            release_freed_memory()  # ADaM's working frames
-            if adam:
-                adam_progress("define.xml ADaM")
-                t4 = time.perf_counter()
-                from .define_xml import from_datasets, write_adam_define
-                write_adam_define(study_dir, tmp, study, created, stylesheet, from_datasets(adam), terminology)
-                timings["define_adam"] = time.perf_counter() - t4
-                release_freed_memory()  # define's XML trees: hundreds of MB of free pages at 2,000 subjects
-                adam_progress("validate ADaM")
-                t5 = time.perf_counter()
-                validation["adam"] = _validate_and_report(tmp, "adam", in_memory(adam), sdtm_loaded, study_dir,
+    def sdtm_branch(report: Callable[[str], None]) -> dict:
+        """SDTM files, their validation and define.xml: everything that needs the SDTM datasets
+        but not ADaM (in a second process when the run has two cores)."""
+        done: dict = {"timings": {}, "validation": {}}
+        write_sdtm_files(tmp / "sdtm", datasets, lineage, recon, created, study.studyid, report, done["timings"])
+        lineage.clear()  # written: what follows does not need them, so their memory goes now
+        release_freed_memory()
+        report("validate SDTM")
+        t = time.perf_counter()
+        done["validation"]["sdtm"] = _validate_and_report(tmp, "sdtm", sdtm_loaded, sdtm_loaded, study_dir,
                                                           terminology)
-                timings["validate_adam"] = time.perf_counter() - t5
-        except Exception as failed:
-            # the SDTM branch's error comes first (a single process would have met it first): wait for it
-            try:
-                branch.join()
-            except Exception as first:
-                raise first from None
-            raise failed
-        except BaseException:  # interrupted: stop the branch too
-            branch.cancel()
+        done["timings"]["validate_sdtm"] = time.perf_counter() - t
+        (tmp / "lineage" / "rules.json").write_text(json.dumps(_rule_lineage(specs), indent=1, sort_keys=True)
+                                                    + "\n")
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+        # after SDTM validation, as in one process: the validator reads a define.xml it finds
+        report("define.xml SDTM")
+        t = time.perf_counter()
+        from .define_xml import from_datasets, write_sdtm_define
+        write_sdtm_define(study_dir, tmp, study, created, stylesheet, from_datasets(datasets), terminology,
+                          crf_pages)
+        done["timings"]["define_sdtm"] = time.perf_counter() - t
+        release_freed_memory()  # define's XML trees
+        if workbook.take():
+            write_workbook(report)
+        return done
+
+    def write_workbook(report: Callable[[str], None]) -> None:
+        report("spec.xlsx")
+        from .spec_workbook import write_spec_workbook
+        write_spec_workbook(study_dir, tmp / "spec.xlsx", metadata, terminology=terminology, crf_pages=crf_pages)
+
+    # the spec workbook needs neither ADaM nor SDTM's files: written by the branch that ends first
+    workbook = FirstToCome()
+
+    parallel = (jobs or default_jobs(sum(len(ds.data) for ds in datasets.values()))) > 1
+    branch = Branch(sdtm_branch, progress, parallel=parallel)
+    if not branch.forked:
+        try:
+            branch.join()  # it ran already: an error of its stops the run before ADaM
+        except BaseException:
+            workbook.close()
             raise
-        done = branch.join()  # its error, if any, is raised here
-        timings.update(done["timings"])
-        validation = {**done["validation"], **validation}
-        report = {"summary": {**recon_summary, "deviations": len(run.deviations)}, "deviations": run.deviations}
-        (tmp / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-        manifest = {
-            "tool": {"name": "cdisc_convert", "version": __version__},
-            "versions": {"python": platform.python_version(), "pandas": pd.__version__,
-                         "pyreadstat": _version("pyreadstat"), "sdtmig": load_sdtmig().version},
-            "controlled_terminology": {"packages": terminology.packages, "source": terminology.source,
-                                       "study_terminology": terminology.study_file},
-            "study": study.studyid,
-            "inputs": [{"path": p.name, "sha256": _sha256(p), "bytes": p.stat().st_size} for p in input_files],
-            "specs": [{"path": p.name, "sha256": _sha256(p)} for p in sorted(study_dir.glob("*.yaml"))],
-            "datasets": {name: {"records": len(ds.data), "variables": len(ds.data.columns)}
-                         for name, ds in {**datasets, **adam}.items()},
-            "reconciliation": report["summary"],
-            "validation": validation,
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    for ds in datasets.values():  # the caller gets DataFrames
-        ds.restore()
-    timings["total"] = time.perf_counter() - t0
-    return RunResult(Path(out_dir), {**datasets, **adam}, run.excluded, run.deviations, timings,
-                     recon_summary["source_rows"])
+    del recon
+    # written (or being written by the branch, from its own copy): while ADaM is derived and
+    # validated, SDTM waits compact; ADaM takes the domains it reads, its validation their lineage
+    for ds in datasets.values():
+        ds.put_at_rest()
+    sdtm_at_rest = FramesAtRest({n: d.data for n, d in datasets.items()})
+    sdtm_loaded = (sdtm_at_rest, *sdtm_loaded[1:])
+    release_freed_memory()  # the pointers of SDTM's text columns
+    try:
+        def adam_progress(message: str) -> None:  # the SDTM branch's messages, as they come, then ours
+            branch.poll()
+            progress(message)
+
+        if branch.forked:  # the child writes its copy of the lineage; this one is not needed here
+            lineage.clear()
+            release_freed_memory()
+        adam = derive_and_write_adam(study_dir, sdtm_at_rest, tmp / "adam", created, study.studyid,
+                                     adam_progress, timings)
+        release_freed_memory()  # ADaM's working frames
+        if adam:
+            adam_progress("define.xml ADaM")
+            t4 = time.perf_counter()
+            from .define_xml import from_datasets, write_adam_define
+            write_adam_define(study_dir, tmp, study, created, stylesheet, from_datasets(adam), terminology)
+            timings["define_adam"] = time.perf_counter() - t4
+            release_freed_memory()  # define's XML trees: hundreds of MB of free pages at 2,000 subjects
+            adam_progress("validate ADaM")
+            t5 = time.perf_counter()
+            validation["adam"] = _validate_and_report(tmp, "adam", in_memory(adam), sdtm_loaded, study_dir,
+                                                      terminology)
+            timings["validate_adam"] = time.perf_counter() - t5
+        if workbook.take():
+            write_workbook(adam_progress)
+    except Exception as failed:
+        # the SDTM branch's error comes first (a single process would have met it first): wait for it
+        try:
+            branch.join()
+        except Exception as first:
+            raise first from None
+        raise failed
+    except BaseException:  # interrupted: stop the branch too
+        branch.cancel()
+        raise
+    finally:
+        workbook.close()
+    done = branch.join()  # its error, if any, is raised here
+    timings.update(done["timings"])
+    validation = {**done["validation"], **validation}
+    report = {"summary": {**recon_summary, "deviations": len(run.deviations)}, "deviations": run.deviations}
+    (tmp / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    manifest = {
+        "tool": {"name": "cdisc_convert", "version": __version__},
+        "versions": {"python": platform.python_version(), "pandas": pd.__version__,
+                     "pyreadstat": _version("pyreadstat"), "sdtmig": load_sdtmig().version},
+        "controlled_terminology": {"packages": terminology.packages, "source": terminology.source,
+                                   "study_terminology": terminology.study_file},
+        "study": study.studyid,
+        "inputs": [{"path": p.name, "sha256": _sha256(p), "bytes": p.stat().st_size} for p in input_files],
+        "specs": [{"path": p.name, "sha256": _sha256(p)} for p in sorted(study_dir.glob("*.yaml"))],
+        "datasets": {name: {"records": len(ds.data), "variables": len(ds.data.columns)}
+                     for name, ds in {**datasets, **adam}.items()},
+        "reconciliation": report["summary"],
+        "validation": validation,
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return datasets, adam, run, recon_summary

@@ -180,3 +180,49 @@ def test_epoch_from_subject_elements():
     f = pd.DataFrame({"USUBJID": ["1"] * 5, "DTC": ["2024-01-09", "2024-01-10", "2024-04-06", "2024-02", "2024-01"]})
     # a partial date gets the epoch its whole month lies in (February), none when it spans two (January)
     assert derive.epoch_of(f, "DTC", se).tolist() == ["SCREENING", "TREATMENT", "FOLLOW-UP", "TREATMENT", ""]
+
+
+_SOME_DATES = ["2024-01-01", "2024-01-05", "2024-01-10T10:00", "2024-01-31", "2024-02-15", "2024-01",
+               "2024-02", "2024-12", "2024", "2023", "", "2024-13", "2024-02-30"]
+
+
+def _epoch_by_hand(se: list[dict], subject: str, dtc: str) -> str:
+    """The EPOCH rule one record at a time: the latest-starting element whose span holds the day
+    (the subject's last-starting element runs on past its end), for both ends of a partial date."""
+    def day(text):
+        try:
+            return date.fromisoformat(text[:10]) if len(text) >= 10 else None
+        except ValueError:
+            return None
+
+    def span(text):
+        if day(text):
+            return day(text), day(text)
+        if re.fullmatch(r"\d{4}-\d{2}", text) and 1 <= int(text[5:]) <= 12:
+            y, m = int(text[:4]), int(text[5:])
+            following = date(y + 1, 1, 1) if m == 12 else date(y, m + 1, 1)
+            return date(y, m, 1), date.fromordinal(following.toordinal() - 1)
+        if re.fullmatch(r"\d{4}", text) and int(text) > 0:
+            return date(int(text), 1, 1), date(int(text), 12, 31)
+        return None, None
+
+    mine = [(day(e["SESTDTC"]), i, e) for i, e in enumerate(se) if e["USUBJID"] == subject and day(e["SESTDTC"])]
+    latest = max((s for s, _, _ in mine), default=None)
+
+    def at(d):
+        holding = [(s, i, e["EPOCH"]) for s, i, e in mine if d is not None and s <= d and
+                   (day(e["SEENDTC"]) is None or d <= day(e["SEENDTC"]) or s == latest)]
+        return max(holding)[2] if holding else ""
+    lo, hi = span(dtc)
+    return at(lo) if at(lo) == at(hi) else ""
+
+
+@given(st.lists(st.fixed_dictionaries({"USUBJID": st.sampled_from(["1", "2"]),
+                                       "EPOCH": st.sampled_from(["SCREENING", "TREATMENT", "FOLLOW-UP"]),
+                                       "SESTDTC": st.sampled_from(_SOME_DATES),
+                                       "SEENDTC": st.sampled_from(_SOME_DATES)}), max_size=6),
+       st.lists(st.tuples(st.sampled_from(["1", "2", "3"]), st.sampled_from(_SOME_DATES)), max_size=8))
+def test_epoch_is_the_element_holding_the_date_record_by_record(se, records):
+    elements = pd.DataFrame(se, columns=["USUBJID", "EPOCH", "SESTDTC", "SEENDTC"])
+    frame = pd.DataFrame(records, columns=["USUBJID", "DTC"])
+    assert derive.epoch_of(frame, "DTC", elements).tolist() == [_epoch_by_hand(se, u, d) for u, d in records]

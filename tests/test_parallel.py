@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from cdisc_convert.errors import ConversionError
-from cdisc_convert.parallel import Branch, can_fork
+from cdisc_convert.parallel import Branch, FirstToCome, can_fork
 
 needs_fork = pytest.mark.skipif(not can_fork(), reason="fork is used on Linux only")
 
@@ -28,6 +28,38 @@ def test_branch_runs_in_another_process_and_returns_its_result():
     assert result["pid"] != os.getpid()
     assert result["counts"] == {"error": 0, "warning": 3}
     assert seen == ["write LB", "validate SDTM"]  # the child's progress, in its order
+
+
+@needs_fork
+def test_a_task_for_the_first_to_come_goes_to_exactly_one_process():
+    for child_first in (True, False):
+        task = FirstToCome()
+        ready_read, ready_write = os.pipe()
+
+        def work(report, task=task):
+            if not child_first:
+                os.read(ready_read, 1)  # the parent has come first
+            return task.take()
+
+        branch = Branch(work, lambda m: None)
+        if child_first:
+            child_took = branch.join()
+            mine = task.take()
+        else:
+            mine = task.take()
+            os.write(ready_write, b"x")
+            child_took = branch.join()
+        task.close()
+        os.close(ready_read)
+        os.close(ready_write)
+        assert (child_took, mine) == ((True, False) if child_first else (False, True))
+
+
+def test_in_one_process_the_first_caller_takes_the_task():
+    task = FirstToCome()
+    assert [task.take(), task.take(), task.take()] == [True, False, False]
+    task.close()
+    assert not task.take()
 
 
 @needs_fork

@@ -438,13 +438,36 @@ def date_span(dtc: pd.Series) -> tuple[pd.Series, pd.Series]:
     >>> lo.dt.strftime("%m-%d").tolist(), hi.dt.strftime("%m-%d").tolist()
     (['02-10', '02-01', '01-01', nan], ['02-10', '02-29', '12-31', nan])
     """
-    text = dtc.fillna("").astype(str)
-    full = dtc_date(text)
-    month = pd.to_datetime(text.where(text.str.len() == 7), format="%Y-%m", errors="coerce")
-    year = pd.to_datetime(text.where(text.str.len() == 4), format="%Y", errors="coerce")
-    lo = full.fillna(month).fillna(year)
-    hi = full.fillna(month + pd.offsets.MonthEnd(0)).fillna(year + pd.offsets.YearEnd(0))
-    return lo, hi
+    both = on_unique(dtc, _date_span_distinct)  # a date repeats on every record of its visit
+    return both["lo"], both["hi"]
+
+
+_ISO_MONTH, _ISO_YEAR = re.compile(r"\d{4}-\d{2}", re.ASCII), re.compile(r"\d{4}", re.ASCII)
+
+
+def _date_span_distinct(dtc: pd.Series) -> pd.DataFrame:
+    """One value at a time in plain Python, as :func:`_dtc_date_distinct` (pandas' to_datetime and
+    its offsets cost a millisecond a call; a run spans the dates of every EPOCH derivation)."""
+    lo, hi = [], []
+    for value in dtc.tolist():
+        text = value if isinstance(value, str) else ""
+        first = last = "NaT"
+        try:
+            if len(text) >= 10 and _ISO_DAY.fullmatch(text[:10]):
+                first = last = date(int(text[:4]), int(text[5:7]), int(text[8:10])).isoformat()
+            elif len(text) == 7 and _ISO_MONTH.fullmatch(text):
+                year, month = int(text[:4]), int(text[5:])
+                first = date(year, month, 1).isoformat()
+                last = (date(year + month // 12, month % 12 + 1, 1).toordinal() - 1)
+                last = date.fromordinal(last).isoformat()
+            elif len(text) == 4 and _ISO_YEAR.fullmatch(text):
+                first, last = date(int(text), 1, 1).isoformat(), date(int(text), 12, 31).isoformat()
+        except ValueError:  # 2024-02-30, month 13, year 0000
+            first = last = "NaT"
+        lo.append(first)
+        hi.append(last)
+    return pd.DataFrame({"lo": np.array(lo, dtype="datetime64[us]"), "hi": np.array(hi, dtype="datetime64[us]")},
+                        index=dtc.index)
 
 
 def epoch_of(frame: pd.DataFrame, dtc: str, elements: pd.DataFrame) -> pd.Series:
@@ -462,29 +485,56 @@ def epoch_of(frame: pd.DataFrame, dtc: str, elements: pd.DataFrame) -> pd.Series
     """
     if elements.empty:
         return pd.Series("", index=frame.index, dtype=object)
-    se = elements.assign(_start=dtc_date(elements["SESTDTC"]), _end=dtc_date(elements["SEENDTC"]))
-    se = se.assign(_last=se.groupby("USUBJID")["_start"].transform("max") == se["_start"])
-    return on_distinct(frame[["USUBJID", dtc]], lambda d: _epoch_of_distinct(d, dtc, se)).astype(object)
+    spans = _ElementSpans(elements)
+    return on_distinct(frame[["USUBJID", dtc]], lambda d: _epoch_of_distinct(d, dtc, spans)).astype(object)
 
 
-def _epoch_of_distinct(frame: pd.DataFrame, dtc: str, se: pd.DataFrame) -> pd.Series:
-    out = pd.Series("", index=frame.index, dtype=object)
+class _ElementSpans:
+    """A study's subject elements as numpy arrays, each subject's elements together and in start
+    order (equal starts in SE's order), so a date's element is found without a pandas merge."""
+
+    def __init__(self, elements: pd.DataFrame):
+        start = dtc_date(elements["SESTDTC"]).to_numpy(dtype="datetime64[us]")
+        end = dtc_date(elements["SEENDTC"]).to_numpy(dtype="datetime64[us]")
+        codes, self.subjects = pd.factorize(elements["USUBJID"].to_numpy(dtype=object), sort=False)
+        order = np.lexsort((np.arange(len(codes)), start, codes))  # NaT starts last: they hold no date
+        order = order[codes[order] >= 0]  # an element without a subject holds no one's dates
+        codes, start, end = codes[order], start[order], end[order]
+        self.epoch = elements["EPOCH"].to_numpy(dtype=object)[order]
+        self.start, self.end, self.open = start, end, np.isnat(end)
+        self.count = np.bincount(codes, minlength=len(self.subjects))
+        self.offset = np.concatenate([[0], np.cumsum(self.count)[:-1]])
+        # the subject's last-starting element runs on past its end date
+        latest = np.full(len(self.subjects), np.datetime64("NaT"), dtype="datetime64[us]")
+        valid = ~np.isnat(start)
+        np.maximum.at(latest.view("i8"), codes[valid], start[valid].view("i8"))
+        self.last = valid & (start == latest[codes])
+
+    def epoch_at(self, usubjid: pd.Series, when: np.ndarray) -> np.ndarray:
+        """The epoch of each (subject, day) pair; "" where no element holds the day."""
+        out = np.full(len(usubjid), "", dtype=object)
+        if not len(self.subjects):
+            return out
+        subject = pd.Index(self.subjects).get_indexer(usubjid.to_numpy(dtype=object))
+        n = np.where(subject >= 0, self.count[np.clip(subject, 0, None)], 0)
+        pair = np.repeat(np.arange(len(usubjid)), n)  # one row per (date, element of its subject)
+        if not len(pair):
+            return out
+        first_of_pair = np.concatenate([[0], np.cumsum(n)[:-1]])
+        element = self.offset[subject[pair]] + np.arange(len(pair)) - first_of_pair[pair]
+        day = when[pair]
+        inside = (day >= self.start[element]) & ((day <= self.end[element]) | self.open[element] | self.last[element])
+        pair, element = pair[inside], element[inside]
+        latest = np.flatnonzero(np.append(pair[1:] != pair[:-1], True)) if len(pair) else pair
+        out[pair[latest]] = self.epoch[element[latest]]
+        return out
+
+
+def _epoch_of_distinct(frame: pd.DataFrame, dtc: str, spans: _ElementSpans) -> pd.Series:
     lo, hi = date_span(frame[dtc])
-    first, last = _epoch_at(frame["USUBJID"], lo, se), _epoch_at(frame["USUBJID"], hi, se)
-    same = (first == last) & (first != "")
-    out[same] = first[same]
-    return out
-
-
-def _epoch_at(usubjid: pd.Series, when: pd.Series, se: pd.DataFrame) -> pd.Series:
-    out = pd.Series("", index=usubjid.index, dtype=object)
-    merged = pd.DataFrame({"USUBJID": usubjid.to_numpy(), "_when": when.to_numpy(), "_row": np.arange(len(usubjid))}) \
-        .merge(se[["USUBJID", "EPOCH", "_start", "_end", "_last"]], on="USUBJID", how="inner")
-    inside = (merged["_when"] >= merged["_start"]) & (
-        (merged["_when"] <= merged["_end"]) | merged["_end"].isna() | merged["_last"])
-    hits = merged[inside].sort_values(["_row", "_start"], kind="stable").groupby("_row").tail(1)
-    out.iloc[hits["_row"].to_numpy()] = hits["EPOCH"].to_numpy()
-    return out
+    first = spans.epoch_at(frame["USUBJID"], lo.to_numpy(dtype="datetime64[us]"))
+    last = spans.epoch_at(frame["USUBJID"], hi.to_numpy(dtype="datetime64[us]"))
+    return pd.Series(np.where((first == last) & (first != ""), first, ""), index=frame.index, dtype=object)
 
 
 def visit_of(folder: pd.Series, day: pd.Series, visits: pd.DataFrame, unscheduled=None) -> pd.DataFrame:
