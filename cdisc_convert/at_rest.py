@@ -18,12 +18,13 @@ Example:
 """
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from .text import addresses, first_appearances
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,8 @@ class TextCodes:
         and hashing a million addresses costs a fifth of hashing a million strings. Equal text
         in two objects only gets two codes; the column given back is the same either way."""
         column = np.ascontiguousarray(column, dtype=object)
-        codes, _ = pd.factorize(_addresses(column), use_na_sentinel=False)
-        # codes are numbered in order of first appearance: where their running maximum grows
-        first = np.flatnonzero(np.diff(np.maximum.accumulate(codes), prepend=-1) > 0) if len(codes) else codes
+        codes, _ = pd.factorize(addresses(column), use_na_sentinel=False)
+        first = first_appearances(codes)
         if len(first) > len(column) // 2:
             return None
         values = column[first]
@@ -56,14 +56,6 @@ class TextCodes:
 
     def text(self) -> np.ndarray:
         return self.values[self.codes]
-
-
-def _addresses(column: np.ndarray) -> np.ndarray:
-    """The addresses of the objects a contiguous ``object`` array holds, as an unsigned integer view
-    of it (numpy has no such view of an object array; ``column`` keeps the objects alive meanwhile)."""
-    if not len(column):
-        return np.zeros(0, dtype=np.uintp)
-    return np.ctypeslib.as_array((ctypes.c_size_t * len(column)).from_address(column.ctypes.data))
 
 
 # fewer records than this are not worth compacting: a column's pointers are under 400 KB, and

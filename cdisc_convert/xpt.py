@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .text import factorize
+
 _HEADER = "HEADER RECORD*******{kind:<8}HEADER RECORD!!!!!!!{digits:<30}  "
 
 
@@ -56,7 +58,7 @@ def _char_block(values: pd.Series, width: int, is_text: bool = False) -> np.ndar
     text = values if is_text else values.fillna("").astype(str)
     if not len(text):
         return np.zeros(0, dtype=f"S{width}")
-    codes, uniques = pd.factorize(text.to_numpy(dtype=object), use_na_sentinel=False)
+    codes, uniques = factorize(text.to_numpy(dtype=object))
     # XPT pads with blanks, and a NUL inside a value is written as a blank, as before
     padded = np.array([u.replace("\x00", " ").ljust(width) for u in uniques.tolist()], dtype=f"S{width}")
     return padded[codes]

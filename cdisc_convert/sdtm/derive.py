@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -132,16 +133,28 @@ _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 def _dtc_date_distinct(dtc: pd.Series) -> pd.Series:
-    """One value at a time in plain Python (a few microseconds each; pandas' to_datetime costs a
-    millisecond a call, and the run calls this for every date variable of every domain)."""
-    days = []
-    for value in dtc.tolist():
-        day = value[:10] if isinstance(value, str) else ""
-        try:
-            days.append(day if _ISO_DAY.fullmatch(day) and date(int(day[:4]), int(day[5:7]), int(day[8:10])) else "NaT")
-        except ValueError:  # 2024-02-30, month 13, year 0000
-            days.append("NaT")
-    return pd.Series(np.array(days, dtype="datetime64[us]"), index=dtc.index)  # numpy reads the text in C
+    """One value at a time in plain Python (pandas' to_datetime costs a millisecond a call, and the
+    run calls this for every date variable of every domain), each day text read once a process."""
+    days = [_epoch_day(value[:10]) if isinstance(value, str) else _NO_DAY for value in dtc.tolist()]
+    return pd.Series(_as_dates(days), index=dtc.index)
+
+
+_NO_DAY = np.iinfo(np.int64).min  # NaT as a day number
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+@lru_cache(maxsize=1 << 16)
+def _epoch_day(day: str) -> int:
+    """``YYYY-MM-DD`` as days since 1970-01-01; ``_NO_DAY`` for anything else (2024-02-30, month 13)."""
+    try:
+        return date(int(day[:4]), int(day[5:7]), int(day[8:10])).toordinal() - _EPOCH_ORDINAL \
+            if _ISO_DAY.fullmatch(day) else _NO_DAY
+    except ValueError:  # 2024-02-30, month 13, year 0000
+        return _NO_DAY
+
+
+def _as_dates(days: list[int]) -> np.ndarray:
+    return np.array(days, dtype=np.int64).view("datetime64[D]").astype("datetime64[us]")
 
 
 def study_day(dtc: pd.Series, reference_dtc: pd.Series) -> pd.Series:
@@ -448,26 +461,28 @@ _ISO_MONTH, _ISO_YEAR = re.compile(r"\d{4}-\d{2}", re.ASCII), re.compile(r"\d{4}
 def _date_span_distinct(dtc: pd.Series) -> pd.DataFrame:
     """One value at a time in plain Python, as :func:`_dtc_date_distinct` (pandas' to_datetime and
     its offsets cost a millisecond a call; a run spans the dates of every EPOCH derivation)."""
-    lo, hi = [], []
-    for value in dtc.tolist():
-        text = value if isinstance(value, str) else ""
-        first = last = "NaT"
-        try:
-            if len(text) >= 10 and _ISO_DAY.fullmatch(text[:10]):
-                first = last = date(int(text[:4]), int(text[5:7]), int(text[8:10])).isoformat()
-            elif len(text) == 7 and _ISO_MONTH.fullmatch(text):
-                year, month = int(text[:4]), int(text[5:])
-                first = date(year, month, 1).isoformat()
-                last = (date(year + month // 12, month % 12 + 1, 1).toordinal() - 1)
-                last = date.fromordinal(last).isoformat()
-            elif len(text) == 4 and _ISO_YEAR.fullmatch(text):
-                first, last = date(int(text), 1, 1).isoformat(), date(int(text), 12, 31).isoformat()
-        except ValueError:  # 2024-02-30, month 13, year 0000
-            first = last = "NaT"
-        lo.append(first)
-        hi.append(last)
-    return pd.DataFrame({"lo": np.array(lo, dtype="datetime64[us]"), "hi": np.array(hi, dtype="datetime64[us]")},
+    spans = [_day_span(value) if isinstance(value, str) else (_NO_DAY, _NO_DAY) for value in dtc.tolist()]
+    return pd.DataFrame({"lo": _as_dates([s[0] for s in spans]), "hi": _as_dates([s[1] for s in spans])},
                         index=dtc.index)
+
+
+@lru_cache(maxsize=1 << 16)
+def _day_span(text: str) -> tuple[int, int]:
+    """The first and last day (days since 1970-01-01) an ISO 8601 value may stand for."""
+    if len(text) >= 10:
+        day = _epoch_day(text[:10])
+        return day, day
+    try:
+        if len(text) == 7 and _ISO_MONTH.fullmatch(text):
+            year, month = int(text[:4]), int(text[5:])
+            following = date(year + month // 12, month % 12 + 1, 1) if 1 <= month <= 12 else None
+            if following is not None:
+                return date(year, month, 1).toordinal() - _EPOCH_ORDINAL, following.toordinal() - 1 - _EPOCH_ORDINAL
+        elif len(text) == 4 and _ISO_YEAR.fullmatch(text):
+            return date(int(text), 1, 1).toordinal() - _EPOCH_ORDINAL, date(int(text), 12, 31).toordinal() - _EPOCH_ORDINAL
+    except ValueError:  # year 0000
+        pass
+    return _NO_DAY, _NO_DAY
 
 
 def epoch_of(frame: pd.DataFrame, dtc: str, elements: pd.DataFrame) -> pd.Series:
