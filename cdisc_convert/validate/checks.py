@@ -255,9 +255,9 @@ def visit_in_tv(ctx, rule):
         visit = as_text(frame["VISIT"]) if "VISIT" in frame.columns else expected.fillna("")
         wrong_name = has & expected.notna() & (visit != expected)
         unknown = has & expected.isna() & ~_is_unscheduled(frame, set(tv.index))
-        out.append(findings(rule, name, frame, wrong_name | unknown, "VISIT",
-                            "VISITNUM " + as_text(frame["VISITNUM"]) + " / VISIT " + visit + " is not a planned visit in TV",
-                            value=visit))
+        out.append(findings(rule, name, frame, wrong_name | unknown, "VISIT", lambda r, frame=frame, visit=visit: (
+            "VISITNUM " + as_text(frame["VISITNUM"].loc[r]) + " / VISIT " + visit.loc[r] + " is not a planned visit in TV"
+        ).to_numpy(), value=visit))
     return out
 
 
@@ -364,9 +364,9 @@ def adam_analysis_window(ctx, rule):
         base = frame["ABLFL"] == "Y" if "ABLFL" in frame.columns else pd.Series(False, index=frame.index)
         actual = frame["AVISITN"]
         wrong = ~base & (expected.notna() | actual.notna()) & ~((expected == actual) | (expected.isna() & actual.isna()))
-        out.append(findings(rule, name, frame, wrong, "AVISITN",
-                            "ADY " + as_text(day) + " belongs to analysis visit " + as_text(expected) +
-                            ", the record says " + as_text(actual)))
+        out.append(findings(rule, name, frame, wrong, "AVISITN", lambda r, day=day, expected=expected, actual=actual: (
+            "ADY " + as_text(day.loc[r]) + " belongs to analysis visit " + as_text(expected.loc[r]) +
+            ", the record says " + as_text(actual.loc[r])).to_numpy()))
     return out
 
 
@@ -508,8 +508,8 @@ def stresn_stresc(ctx, rule):
             parsed = parse_result(frame[c])["number"]
             num = frame[n].astype(float)
             bad = ~((parsed.isna() & num.isna()) | np.isclose(parsed.fillna(np.inf), num.fillna(-np.inf), rtol=1e-9))
-            out.append(findings(rule, name, frame, bad, n, f"{n} does not equal the number in {c} (" +
-                                as_text(frame[c]) + ")"))
+            out.append(findings(rule, name, frame, bad, n, lambda r, frame=frame, n=n, c=c: (
+                f"{n} does not equal the number in {c} (" + as_text(frame[c].loc[r]) + ")").to_numpy()))
     return out
 
 

@@ -51,7 +51,9 @@ def start_after_end(ctx, rule):
         for start, end in pairs:
             if start in frame.columns and end in frame.columns:
                 out.append(findings(rule, name, frame, _after(frame[start], frame[end]), start,
-                                    f"{start} " + as_text(frame[start]) + f" is after {end} " + as_text(frame[end])))
+                                    lambda r, frame=frame, start=start, end=end: (
+                                        f"{start} " + as_text(frame[start].loc[r]) + f" is after {end} " +
+                                        as_text(frame[end].loc[r])).to_numpy()))
     return out
 
 
@@ -211,7 +213,8 @@ def duplicate_records(ctx, rule):
         dup = pd.Series(first_position != np.arange(len(frame)), index=frame.index)
         first = pd.Series(first_position + 1, index=frame.index)  # record number of the first copy
         variable = seq or ("USUBJID" if "USUBJID" in frame.columns else cols[0])
-        out.append(findings(rule, name, frame, dup, variable, "duplicate of record " + as_text(first)))
+        out.append(findings(rule, name, frame, dup, variable,
+                            lambda r, first=first: ("duplicate of record " + as_text(first.loc[r])).to_numpy()))
     return out
 
 
@@ -280,8 +283,9 @@ def nrind_consistent(ctx, rule):
         inside = (low.notna() | high.notna()) & value.notna() & ~below.fillna(False) & ~above.fillna(False)
         bad = ((text == "NORMAL") & (below | above)) | ((text == "LOW") & inside) | \
               ((text == "HIGH") & inside) | ((text == "LOW") & above) | ((text == "HIGH") & below)
-        out.append(findings(rule, name, frame, bad, ind, f"{ind} " + text + f" but {res} " + as_text(value) +
-                            " against " + as_text(low) + "-" + as_text(high)))
+        out.append(findings(rule, name, frame, bad, ind, lambda r, ind=ind, res=res, text=text, value=value, low=low,
+                            high=high: (f"{ind} " + text.loc[r] + f" but {res} " + as_text(value.loc[r]) + " against "
+                                        + as_text(low.loc[r]) + "-" + as_text(high.loc[r])).to_numpy()))
     return out
 
 
