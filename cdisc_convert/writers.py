@@ -30,7 +30,7 @@ import orjson
 import pandas as pd
 
 from .errors import ConversionError
-from .text import as_text, char_lengths, is_plain_text, on_unique, shared_text
+from .text import as_text, char_lengths, factorize, is_plain_text, on_unique, shared_text
 
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 
@@ -121,30 +121,33 @@ def check_xpt_rules(ds: Dataset) -> dict[str, int]:
                     error.row = i
                     raise error
             continue
-        text = values if is_plain_text(values) else as_text(values)  # typed data: shared, not copied
-        texts[col] = text
-        strings = text.tolist()
-        if "".join(strings).isascii():  # one C pass; then characters are bytes
-            encoded_len = pd.Series(char_lengths(strings), index=text.index)
-            non_ascii = pd.Series(False, index=text.index)
+        # each distinct value checked and measured once (a dataset's column holds one str per value)
+        codes, distinct = factorize(values)
+        if values.dtype == object and all(type(v) is str for v in distinct):
+            text = values  # typed data: shared, not copied
         else:
-            encoded_len = text.map(lambda s: len(s.encode("utf-8")))
-            non_ascii = ~text.map(str.isascii)
-        if non_ascii.any():
-            i = int(np.flatnonzero(non_ascii.to_numpy())[0])
+            text = as_text(values)
+            codes, distinct = factorize(text)
+        texts[col] = text
+        distinct = list(distinct)
+        if "".join(distinct).isascii():  # one C pass; then characters are bytes
+            lengths = char_lengths(distinct)
+        else:
+            bad = np.array([not v.isascii() for v in distinct])
+            i = int(np.flatnonzero(bad[codes])[0])
             error = ConversionError(f"non-ASCII character in value '{text.iloc[i]}' (XPT v5 holds ASCII only; map "
                                     f"or transliterate it in the spec)", dataset=ds.name, field=col,
                                     record=_record_name(ds, i))
             error.row = i  # the caller may name the source row of this record
             raise error
-        too_long = encoded_len > 200
+        too_long = lengths > 200
         if too_long.any():
-            i = int(np.flatnonzero(too_long.to_numpy())[0])
-            error = ConversionError(f"value of {encoded_len.iloc[i]} bytes exceeds the XPT v5 limit of 200",
+            i = int(np.flatnonzero(too_long[codes])[0])
+            error = ConversionError(f"value of {lengths[codes[i]]} bytes exceeds the XPT v5 limit of 200",
                                     dataset=ds.name, field=col, record=_record_name(ds, i))
             error.row = i
             raise error
-        widths[col] = max(1, int(encoded_len.max())) if len(encoded_len) else 1
+        widths[col] = max(1, int(lengths.max())) if len(lengths) else 1
     ds.texts, ds.widths = texts, widths
     return widths
 

@@ -19,7 +19,7 @@ import pandas as pd
 from ..errors import ConversionError
 from ..memory import concat_records
 from ..metadata import Codelist, Sdtmig, load_sdtmig
-from ..text import as_text, char_lengths
+from ..text import as_text, char_lengths, factorize
 from ..spec import DomainSpec, Rule, Source, StudyConfig, load_domain_spec
 from . import derive
 from .rules import RuleContext, evaluate_condition, evaluate_rule
@@ -543,10 +543,10 @@ def split_long_text(frame: pd.DataFrame, meta, seq_var: str | None) -> tuple[pd.
     for var in meta.variables:
         if var.type != "Char" or var.name not in frame.columns:
             continue
-        values = as_text(frame[var.name])
-        lengths = char_lengths(values.tolist())
-        for i in np.flatnonzero(lengths > 200):
-            pieces = split_text_200(values.iloc[i])
+        codes, distinct = factorize(frame[var.name])  # each distinct text measured once
+        distinct = as_text(pd.Series(distinct, dtype=object)).tolist()
+        for i in np.flatnonzero((char_lengths(distinct) > 200)[codes]):
+            pieces = split_text_200(distinct[codes[i]])
             frame.iat[i, frame.columns.get_loc(var.name)] = pieces[0]
             for n, piece in enumerate(pieces[1:], start=1):
                 overflow.append({"row": i, "QNAM": f"{var.name[:7]}{n}", "QLABEL": f"{var.label[:37]} {n}",
