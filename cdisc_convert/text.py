@@ -74,7 +74,11 @@ def factorize(values) -> tuple[np.ndarray, np.ndarray | pd.Index]:
         return pd.factorize(values, use_na_sentinel=False)
     array = np.ascontiguousarray(array)
     object_codes, _ = pd.factorize(addresses(array))
-    codes, uniques = pd.factorize(array[first_appearances(object_codes)], use_na_sentinel=False)
+    first = first_appearances(object_codes)
+    if len(first) > len(array) // 2:  # mostly an object a record (text not yet shared): by value at once
+        del object_codes
+        return pd.factorize(array, use_na_sentinel=False)
+    codes, uniques = pd.factorize(array[first], use_na_sentinel=False)
     return codes[object_codes], uniques
 
 

@@ -497,16 +497,17 @@ def finalize_domain(mapped: MappedDomain, md: Sdtmig) -> None:
     seq_var = next((n for n, r in spec.variables.items() if r.derive == "seq"), None)
     keys = [k for k in meta.keys if k in frame.columns and k != seq_var]
     extra = [c for c in ("VISITNUM", f"{spec.domain}TESTCD", f"{spec.domain}DTC") if c in frame.columns and c not in keys]
-    frame = frame.sort_values([*keys, *extra, "__src", "__field"], kind="stable", na_position="first") \
-        .reset_index(drop=True)
+    # the sorted copy replaces the frame at once: the unsorted one is not held through what follows
+    mapped.data = frame = frame.sort_values([*keys, *extra, "__src", "__field"], kind="stable",
+                                            na_position="first").reset_index(drop=True)
     seq_rule = spec.variables.get(seq_var) if seq_var else None
     if seq_rule is not None and seq_rule.order:  # --SEQ follows the stated order within each subject
         missing = [c for c in seq_rule.order if c not in frame.columns]
         if missing:
             raise ConversionError(f"seq order names '{missing[0]}', which the domain does not have",
                                   spec=spec.line_of("variables", seq_var, "order"), dataset=spec.domain)
-        frame = frame.sort_values(["USUBJID", *seq_rule.order], kind="stable", na_position="first") \
-            .reset_index(drop=True)
+        mapped.data = frame = frame.sort_values(["USUBJID", *seq_rule.order], kind="stable",
+                                                na_position="first").reset_index(drop=True)
     if seq_var:
         frame[seq_var] = derive.sequence_number(frame)
     frame, overflow = split_long_text(frame, meta, seq_var)
