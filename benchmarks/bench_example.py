@@ -1,0 +1,73 @@
+"""Wall time of the example study's whole run, as a data manager runs it after a spec edit:
+``cdisc-convert run mappings/nct05948982 --out OUT`` in a fresh process (interpreter start and
+imports included), several times, with the best and the median.
+
+Wall time depends on what else the machine is doing, so the script also times a fixed CPU-bound
+loop before and after (``idle gauge``; about 0.3 s on an idle core of the 2-core reference machine);
+a gauge well above that means the figures are not an idle machine's.
+
+    python3 benchmarks/bench_example.py [--runs 5] [--jobs 2] [--wait-idle 0.34]
+
+``--wait-idle G`` waits (up to ten minutes) until the gauge is below ``G`` before measuring.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY = ROOT / "mappings" / "nct05948982"
+TARGET_S = 4.0
+
+
+def idle_gauge() -> float:
+    """Seconds for ten million empty loop turns in a fresh interpreter (CPU-bound, no I/O)."""
+    code = "import time\nt = time.perf_counter()\nfor _ in range(10_000_000): pass\nprint(time.perf_counter() - t)"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def one_run(out: Path, jobs: int | None) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "cdisc_convert", "run", str(STUDY), "--out", str(out), "--quiet"]
+    if jobs:
+        command += ["--jobs", str(jobs)]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"the run failed (exit code {done.returncode}): {done.stderr.strip()}")
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=None, help="as `run --jobs` (default: the run's own choice)")
+    parser.add_argument("--wait-idle", type=float, default=None, metavar="G",
+                        help="wait (up to ten minutes) for an idle gauge below G seconds first")
+    args = parser.parse_args()
+    if args.wait_idle is not None:
+        deadline = time.monotonic() + 600
+        while (gauge := idle_gauge()) >= args.wait_idle and time.monotonic() < deadline:
+            print(f"waiting for an idle machine: gauge {gauge:.2f} s", flush=True)
+            time.sleep(10)
+    before = idle_gauge()
+    with tempfile.TemporaryDirectory(prefix="bench_example-") as tmp:
+        one_run(Path(tmp) / "warm", args.jobs)  # files into the page cache, as after any earlier run
+        walls = [one_run(Path(tmp) / "out", args.jobs) for _ in range(args.runs)]
+    after = idle_gauge()
+    best, median = min(walls), statistics.median(walls)
+    print(f"example study ({STUDY.name}), {args.runs} runs, jobs {args.jobs or 'default'}: "
+          f"best {best:.2f} s, median {median:.2f} s wall (target under {TARGET_S:.0f} s on an idle machine)")
+    print(f"idle gauge before {before:.2f} s, after {after:.2f} s (about 0.3 s when idle)")
+    print("runs: " + ", ".join(f"{w:.2f}" for w in walls))
+
+
+if __name__ == "__main__":
+    main()
