@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
+import pandas as pd
 import pytest
 
 from cdisc_convert.errors import ConversionError
@@ -183,3 +184,47 @@ def test_fewer_collections_restores_the_collector_even_on_error():
     with pytest.raises(ValueError):
         work(True)
     assert gc.get_threshold() == before and seen == [max(before[0], GC_YOUNG_THRESHOLD)] * 2
+
+
+def _mapped(parallel: bool, fail: tuple[str, ...] = ()):
+    """The example's domains mapped in one process or two; the specs of ``fail`` name a missing form."""
+    from conftest import STUDY
+
+    from cdisc_convert.metadata import load_sdtmig, load_terminology
+    from cdisc_convert.pipeline import map_domains, read_edc
+    from cdisc_convert.sdtm.engine import Conversion, load_specs, screen_rows
+    from cdisc_convert.spec import load_study_config
+
+    study = load_study_config(STUDY / "study.yaml")
+    specs = load_specs(STUDY)
+    for spec in specs:
+        if spec.domain in fail:
+            spec.sources[-1].form = "NO_SUCH_FORM"
+    raw, _files = read_edc(study, STUDY)
+    run = Conversion()
+    forms, run.excluded = screen_rows(raw, study)
+    seen: list[str] = []
+    map_domains(specs, forms, study, load_terminology(None, STUDY), load_sdtmig(), run, seen.append, parallel)
+    return run, seen
+
+
+@needs_fork
+def test_domains_mapped_in_two_processes_are_the_same_records_deviations_and_exclusions():
+    one, _ = _mapped(False)
+    two, messages = _mapped(True)
+    assert list(two.domains) == list(one.domains)  # spec order
+    for name in one.domains:
+        pd.testing.assert_frame_equal(two.domains[name].data, one.domains[name].data)
+    assert two.deviations == one.deviations and two.excluded == one.excluded
+    assert two.used_sources == one.used_sources
+    assert sorted(messages) == sorted(f"map {n}" for n in one.domains)  # both processes' progress
+
+
+@needs_fork
+@pytest.mark.parametrize("fail", [("AE", "LB"), ("QS",), ("LB", "QS"), ("DM", "QS")])
+def test_the_first_failing_spec_is_reported_whichever_process_maps_it(fail):
+    with pytest.raises(ConversionError) as one:
+        _mapped(False, fail)
+    with pytest.raises(ConversionError) as two:
+        _mapped(True, fail)
+    assert str(two.value) == str(one.value) and one.value.dataset == two.value.dataset
