@@ -636,7 +636,7 @@ def run_study(study_dir: Path, out_dir: Path, edc: Path | None = None, encoding:
         # the aCRF needs the specs and the CRF design only: drawn in a second process while SDTM
         # is mapped (the core would idle), unless the run is to use one
         crf_branch = Branch(lambda report: _draw_acrf(tmp, crf_design, specs, study, visits, report), progress,
-                            parallel=jobs != 1 and default_jobs() > 1) if crf_design is not None else None
+                            parallel=(jobs or default_jobs()) > 1) if crf_design is not None else None
         try:
             def sdtm_progress(message: str) -> None:
                 if crf_branch is not None:
@@ -686,7 +686,7 @@ def _run_in(tmp: Path, study_dir: Path, study: StudyConfig, specs: list[DomainSp
     t1 = time.perf_counter()
     terminology = load_terminology(ct, study_dir)
     run, datasets, _se = convert_sdtm(study, specs, raw_forms, progress, terminology,
-                                      parallel=jobs != 1 and default_jobs() > 1)
+                                      parallel=(jobs or default_jobs()) > 1)
     lineage = run.lineage
     recon = reconciliation(raw_forms, run, run.record_sources)
     run.record_sources.clear()
