@@ -156,11 +156,9 @@ def map_domains(specs: list[DomainSpec], forms: dict[str, pd.DataFrame], study: 
     else:
         results = map_part(list(range(len(specs))), progress)
     for i, spec in enumerate(specs):  # in spec order, as one process would have met them
-        result = results.get(i)
+        result = results[i]  # a spec after a failed one of its part is not reached: the failure is met first
         if isinstance(result, ConversionError):
             raise result
-        if result is None:  # after a failed spec of the same part: the failure is met first
-            continue
         frame, own = result
         run.deviations += own.deviations
         run.excluded += own.excluded

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .text import factorize
+from .text import factorize, first_appearances
 
 _HEADER = "HEADER RECORD*******{kind:<8}HEADER RECORD!!!!!!!{digits:<30}  "
 
@@ -166,10 +166,7 @@ def _distinct_bytes(values: np.ndarray) -> tuple[list[bytes], np.ndarray]:
     for j in range(1, words):
         hashed = hashed * np.uint64(0x9E3779B97F4A7C15) ^ keys[:, j]
     codes, _hashes = pd.factorize(hashed)
-    # factorize numbers the values in order of first appearance: a record holds a new value where
-    # its code exceeds every code before it
-    running = np.maximum.accumulate(codes)
-    first = np.flatnonzero(np.concatenate([[True], running[1:] > running[:-1]]))
+    first = first_appearances(codes)
     if words > 1 and not (keys == keys[first[codes]]).all():  # two values with one hash
         uniques, inverse = np.unique(values, return_inverse=True)
         return uniques.tolist(), inverse.reshape(-1)
