@@ -8,7 +8,9 @@ reference machine); a gauge well above that means the figures are not an idle ma
 
     python3 benchmarks/bench_example.py [--runs 5] [--jobs 2] [--wait-idle 0.34]
 
-``--wait-idle G`` waits (up to ten minutes) until the gauge is below ``G`` before measuring.
+``--wait-idle G`` waits (up to ten minutes) until the gauge is below ``G`` before measuring, and
+the runs whose gauge (before and after) stayed below ``G`` are also summarised on their own: a
+shared machine can turn busy half-way through.
 """
 from __future__ import annotations
 
@@ -74,6 +76,10 @@ def main() -> None:
           f"best {best:.2f} s, median {median:.2f} s wall (target under {TARGET_S:.0f} s on an idle machine)")
     print(f"idle gauge {min(gauges):.2f}-{max(gauges):.2f} s around the runs (about 0.3 s when idle)")
     print("runs (gauge before): " + ", ".join(f"{w:.2f} ({g:.2f})" for w, g in zip(walls, gauges)))
+    if args.wait_idle is not None:
+        idle = [w for w, before, after in zip(walls, gauges, gauges[1:]) if max(before, after) < args.wait_idle]
+        print(f"runs with the gauge below {args.wait_idle} s before and after: {len(idle)}"
+              + (f", best {min(idle):.2f} s, median {statistics.median(idle):.2f} s" if idle else ""))
 
 
 if __name__ == "__main__":
