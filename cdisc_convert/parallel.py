@@ -11,6 +11,7 @@ dataset); elsewhere, and with ``jobs=1``, the branch runs in this process, in or
 """
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import signal
@@ -64,6 +65,25 @@ class FirstToCome:
             self._read = None
 
 
+_open_branches = [0]  # forked and not yet joined
+
+
+def _freeze_for_fork() -> None:
+    """Move every object the collector tracks out of its reach while a branch is out: the child
+    then never walks what it inherited (nor copies the pages its collections would write to),
+    and neither process walks the datasets both keep (the example: 0.1 s of collections in each
+    process). Objects are still freed when their last reference goes."""
+    _open_branches[0] += 1
+    gc.freeze()
+
+
+def _thaw_after_fork() -> None:
+    """Give the collector back everything frozen once the last branch is joined."""
+    _open_branches[0] -= 1
+    if _open_branches[0] == 0:
+        gc.unfreeze()
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -90,7 +110,12 @@ class Branch(Generic[T]):
         sys.stdout.flush()
         sys.stderr.flush()
         read_end, write_end = os.pipe()
-        pid = os.fork()
+        _freeze_for_fork()
+        try:
+            pid = os.fork()
+        except BaseException:
+            _thaw_after_fork()
+            raise
         if pid == 0:  # the child: do the work, report, and leave without running the parent's cleanup
             status = 0
             try:
@@ -154,6 +179,7 @@ class Branch(Generic[T]):
             self._fd = None
             _pid, status = os.waitpid(self._pid, 0)
             self._pid = None
+            _thaw_after_fork()
             self._forward()
             if self._buffer.startswith(b"R") and len(self._buffer) >= 9:
                 size = struct.unpack(">Q", self._buffer[1:9])[0]
@@ -178,6 +204,7 @@ class Branch(Generic[T]):
             except (ProcessLookupError, ChildProcessError):
                 pass
             self._pid = None
+            _thaw_after_fork()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

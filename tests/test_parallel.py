@@ -109,6 +109,30 @@ def test_cancel_stops_the_child():
 
 
 @needs_fork
+def test_objects_are_frozen_from_the_collector_only_while_a_branch_is_out():
+    """The child never walks what it inherited; the parent gets its collector back, whole, once
+    the last branch is joined (or cancelled), even with two out at once and one failing."""
+    import gc
+    import time
+
+    gc.unfreeze()  # whatever an earlier test left: this one counts from none
+    first = Branch(lambda report: gc.get_freeze_count(), lambda m: None)
+    frozen_at_fork = gc.get_freeze_count()
+    assert frozen_at_fork > 0
+    second = Branch(lambda report: (_ for _ in ()).throw(ConversionError("bad")), lambda m: None)
+    assert first.join() >= frozen_at_fork  # the child held everything it inherited frozen
+    assert gc.get_freeze_count() > 0  # the second branch is still out
+    with pytest.raises(ConversionError, match="bad"):
+        second.join()
+    assert gc.get_freeze_count() == 0
+    sleeping = Branch(lambda report: time.sleep(60), lambda m: None)
+    assert gc.get_freeze_count() > 0
+    sleeping.cancel()
+    assert gc.get_freeze_count() == 0
+    assert Branch(lambda report: 1, lambda m: None, parallel=False).join() == 1 and gc.get_freeze_count() == 0
+
+
+@needs_fork
 def test_run_gives_the_same_bytes_with_one_or_two_processes(tmp_path, example_out):
     """example_out ran with the default processes (two here); the same study in one gives the same files."""
     from conftest import STUDY
