@@ -18,6 +18,7 @@ from ..text import as_text, on_unique
 FINDING = ["rule", "severity", "dataset", "variable", "record", "usubjid", "value", "message", "days_out"]
 ISO8601 = re.compile(r"^\d{4}(-\d{2}(-\d{2}(T\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?)?)?)?$")
 UNIT_VARS = ("ORRESU", "STRESU", "DOSU")
+_NO_FINDINGS = pd.DataFrame(columns=FINDING)
 
 
 @dataclass
@@ -66,10 +67,12 @@ class DefineFacts:
 def findings(rule: dict, dataset: str, frame: pd.DataFrame, mask: pd.Series, variable: str, message,
              value: pd.Series | None = None, days_out: pd.Series | None = None) -> pd.DataFrame:
     """Findings for the rows of ``frame`` where ``mask`` holds (record = 1-based row number)."""
-    mask = mask.fillna(False).astype(bool)
-    if not mask.any():
-        return pd.DataFrame(columns=FINDING)
-    rows = frame.index[mask.to_numpy()]
+    # most calls find nothing (the example: 497 of 501): numpy's any, and a copy of an empty
+    # frame (a twentieth of building one), keep that case cheap
+    flags = mask.to_numpy() if mask.dtype == bool else mask.fillna(False).astype(bool).to_numpy()
+    if not flags.any():
+        return _NO_FINDINGS.copy()
+    rows = frame.index[flags]
     values = as_text((value if value is not None else frame[variable]).loc[rows]) if (value is not None or
                                                                                        variable in frame) else ""
     # a callable message is built for the flagged rows only (a million records rarely yield many findings)
