@@ -6,11 +6,11 @@ Wall time depends on what else the machine is doing, so the script also times a 
 loop on two cores at once before each run (``idle gauge``: about 0.3 s on the idle 2-core
 reference machine); a gauge well above that means the figures are not an idle machine's.
 
-    python3 benchmarks/bench_example.py [--runs 5] [--jobs 2] [--wait-idle 0.34]
+    python3 benchmarks/bench_example.py [--runs 5] [--jobs 2] [--wait-idle 0.34 [--patience 10]]
 
-``--wait-idle G`` waits (up to ten minutes) until the gauge is below ``G`` before measuring, and
-the runs whose gauge (before and after) stayed below ``G`` are also summarised on their own: a
-shared machine can turn busy half-way through.
+``--wait-idle G`` waits before each run until the gauge is below ``G`` (``--patience`` minutes of
+waiting in all, then the runs go ahead), and the runs whose gauge stayed below ``G`` before and
+after are summarised on their own: a shared machine turns busy and idle by the minute.
 """
 from __future__ import annotations
 
@@ -54,30 +54,36 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=None, help="as `run --jobs` (default: the run's own choice)")
     parser.add_argument("--wait-idle", type=float, default=None, metavar="G",
-                        help="wait (up to ten minutes) for an idle gauge below G seconds first")
+                        help="before each run, wait for an idle gauge below G seconds")
+    parser.add_argument("--patience", type=float, default=10, metavar="MIN",
+                        help="with --wait-idle: minutes of waiting in all, after which runs go ahead (default 10)")
     args = parser.parse_args()
-    if args.wait_idle is not None:  # two readings in a row under the bar: one can be a lucky moment
-        deadline, below = time.monotonic() + 600, 0
-        while below < 2 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60 * args.patience
+
+    def gauge_before() -> float:
+        gauge = idle_gauge()
+        while args.wait_idle is not None and gauge >= args.wait_idle and time.monotonic() < deadline:
+            print(f"waiting for an idle machine: gauge {gauge:.2f} s", flush=True)
+            time.sleep(10)
             gauge = idle_gauge()
-            below = below + 1 if gauge < args.wait_idle else 0
-            if not below:
-                print(f"waiting for an idle machine: gauge {gauge:.2f} s", flush=True)
-                time.sleep(10)
-    walls, gauges = [], []
+        return gauge
+
+    runs: list[tuple[float, float, float]] = []  # wall, gauge before, gauge after
     with tempfile.TemporaryDirectory(prefix="bench_example-") as tmp:
         one_run(Path(tmp) / "warm", args.jobs)  # files into the page cache, as after any earlier run
         for _ in range(args.runs):
-            gauges.append(idle_gauge())
-            walls.append(one_run(Path(tmp) / "out", args.jobs))
-    gauges.append(idle_gauge())
-    best, median = min(walls), statistics.median(walls)
+            before = gauge_before()
+            wall = one_run(Path(tmp) / "out", args.jobs)
+            runs.append((wall, before, idle_gauge()))
+    walls = [w for w, _b, _a in runs]
+    gauges = [g for _w, b, a in runs for g in (b, a)]
     print(f"example study ({STUDY.name}), {args.runs} runs, jobs {args.jobs or 'default'}: "
-          f"best {best:.2f} s, median {median:.2f} s wall (target under {TARGET_S:.0f} s on an idle machine)")
+          f"best {min(walls):.2f} s, median {statistics.median(walls):.2f} s wall "
+          f"(target under {TARGET_S:.0f} s on an idle machine)")
     print(f"idle gauge {min(gauges):.2f}-{max(gauges):.2f} s around the runs (about 0.3 s when idle)")
-    print("runs (gauge before): " + ", ".join(f"{w:.2f} ({g:.2f})" for w, g in zip(walls, gauges)))
+    print("runs (gauge before, after): " + ", ".join(f"{w:.2f} ({b:.2f}, {a:.2f})" for w, b, a in runs))
     if args.wait_idle is not None:
-        idle = [w for w, before, after in zip(walls, gauges, gauges[1:]) if max(before, after) < args.wait_idle]
+        idle = [w for w, b, a in runs if max(b, a) < args.wait_idle]
         print(f"runs with the gauge below {args.wait_idle} s before and after: {len(idle)}"
               + (f", best {min(idle):.2f} s, median {statistics.median(idle):.2f} s" if idle else ""))
 
